@@ -1,0 +1,64 @@
+"""batchgen: batch image generation. create_app() builds the WSGI app and its queue."""
+
+import os
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from .extensions import db
+
+
+def create_app(config=None):
+    """Build the app: defaults, then instance/config.py, then the environment, then `config`."""
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=os.environ.get("INSTANCE_PATH")
+        or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"),
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    from .config import from_environment
+
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.update(from_environment(app.instance_path))
+    if config:
+        app.config.update(config)
+
+    db.init_app(app)
+
+    from . import auth, errors, providers, storage
+
+    auth.init_app(app)
+    errors.init_app(app)
+    storage.init_app(app)
+    providers.init_app(app)
+
+    from .api import bp as api_bp
+    from .web import bp as web_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(web_bp)
+
+    from . import cli
+
+    cli.init_app(app)
+
+    import tasks
+
+    tasks.init_app(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """WAL lets readers run beside the writer; busy_timeout makes writers wait, not fail."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()

@@ -1,0 +1,152 @@
+"""The JSON API: batches, single photos, the model catalog and the caller's account."""
+
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from .. import billing
+from ..catalog import load_catalog
+from ..errors import json_error
+from ..extensions import db
+from ..generation.creation import create_batch, create_photo
+from ..generation.validation import (
+    Limits,
+    ValidationError,
+    parse_batch_request,
+    parse_photo_request,
+)
+from ..models import Batch, Generation
+from ..providers import get_provider
+from ..storage import get_storage
+from . import presenters
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_JOB_IDS = 200
+
+
+@bp.errorhandler(ValidationError)
+def invalid_request(error):
+    return json_error(error.message, 400, field=error.field)
+
+
+@bp.errorhandler(billing.InsufficientCredits)
+def insufficient_credits(error):
+    return json_error(
+        "Insufficient credits", 402, required=error.required, available=error.available
+    )
+
+
+def _json_body():
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raise ValidationError("The body must be JSON (Content-Type: application/json)", "body")
+    return payload
+
+
+def _queue():
+    from tasks import get_queue
+
+    return get_queue(current_app)
+
+
+@bp.post("/generate/batch")
+@login_required
+def create_batch_job():
+    """Validate, charge once, create the rows, ring the lanes."""
+    spec = parse_batch_request(
+        _json_body(), load_catalog(), Limits.from_config(current_app.config)
+    )
+    batch = create_batch(current_user.id, spec, get_storage(), get_provider().name)
+    generations = list(batch.generations)
+    answer = presenters.batch_created(batch, generations)
+    _queue().start_batch(batch.id, lanes=min(batch.concurrency, len(generations)))
+    return jsonify(answer)
+
+
+@bp.get("/generate/batch")
+@login_required
+def batch_status():
+    """Status of the listed generations (the contract's polling call)."""
+    raw_ids = request.args.get("jobIds", "")
+    job_ids = list(dict.fromkeys(part.strip() for part in raw_ids.split(",") if part.strip()))
+    if not job_ids:
+        return json_error("jobIds is required: comma-separated generation ids", 400, field="jobIds")
+    if len(job_ids) > MAX_JOB_IDS:
+        return json_error(f"jobIds lists more than {MAX_JOB_IDS} ids", 400, field="jobIds")
+    batch_id = request.args.get("batchId") or None
+    if batch_id and _own_batch(batch_id) is None:
+        return json_error(f"Batch not found: {batch_id}", 404)
+    found = {
+        generation.id: generation
+        for generation in db.session.scalars(
+            select(Generation).where(
+                Generation.id.in_(job_ids), Generation.user_id == current_user.id
+            )
+        )
+    }
+    missing = [job_id for job_id in job_ids if job_id not in found]
+    if missing:
+        return json_error(
+            f"Generation not found: {', '.join(missing[:10])}", 404, notFound=missing
+        )
+    generations = [found[job_id] for job_id in job_ids]
+    if batch_id is None:
+        batch_ids = {generation.batch_id for generation in generations}
+        batch_id = batch_ids.pop() if len(batch_ids) == 1 else None
+    return jsonify(presenters.results_payload(batch_id, generations))
+
+
+@bp.get("/generate/batch/<batch_id>")
+@login_required
+def batch_detail(batch_id):
+    """The whole batch: its own fields and every generation's status."""
+    batch = _own_batch(batch_id)
+    if batch is None:
+        return json_error(f"Batch not found: {batch_id}", 404)
+    return jsonify(presenters.batch_detail(batch, list(batch.generations)))
+
+
+@bp.post("/generate/photo")
+@login_required
+def generate_photo():
+    """One image, charged per request; answers when it is done (or 202 if it takes too long)."""
+    spec = parse_photo_request(_json_body(), load_catalog(), Limits.from_config(current_app.config))
+    generation = create_photo(current_user.id, spec, get_storage(), get_provider().name)
+    generation_id = generation.id
+    _queue().start_photo(generation_id)
+    generation = _wait_until_finished(generation_id, current_app.config["PHOTO_WAIT_SECONDS"])
+    return jsonify(presenters.photo_result(generation)), 200 if generation.is_finished else 202
+
+
+def _wait_until_finished(generation_id, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        generation = db.session.get(Generation, generation_id, populate_existing=True)
+        if generation.is_finished or time.monotonic() >= deadline:
+            return generation
+        db.session.rollback()  # hold no transaction (nor SQLite lock) while waiting
+        time.sleep(0.2)
+
+
+@bp.get("/models")
+def list_models():
+    """The catalog: what can be generated, in which qualities and ratios, for how much."""
+    return jsonify(
+        models=[model.to_json() for model in load_catalog()],
+        engine=current_app.config["GENERATION_BACKEND"],
+    )
+
+
+@bp.get("/me")
+@login_required
+def me():
+    return jsonify(id=current_user.id, name=current_user.name, credits=current_user.credits)
+
+
+def _own_batch(batch_id):
+    return db.session.scalar(
+        select(Batch).where(Batch.id == batch_id, Batch.user_id == current_user.id)
+    )

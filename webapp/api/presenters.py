@@ -1,0 +1,90 @@
+"""JSON shapes of the API answers (the contract in shared/spec/seed-batch-generation-api.md)."""
+
+from ..models import GenerationStatus
+from ..storage.views import signed_url
+
+
+def _timestamp(value):
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
+def generation_result(generation):
+    """One entry of `results`: generationId, status, imageUrl, error (+ clientId, errorCode)."""
+    success = generation.status == GenerationStatus.SUCCESS and generation.result_key
+    return {
+        "generationId": generation.id,
+        "clientId": generation.client_id,
+        "status": generation.status,
+        "imageUrl": signed_url(generation.result_key) if success else None,
+        "error": generation.error_message if generation.status == "failed" else None,
+        "errorCode": generation.error_code if generation.status == "failed" else None,
+    }
+
+
+def summary(generations):
+    """Counts by status; `completed` counts successes, as the contract names it."""
+    counts = {status: 0 for status in GenerationStatus.ALL}
+    for generation in generations:
+        counts[generation.status] += 1
+    return {
+        "total": len(generations),
+        "pending": counts[GenerationStatus.PENDING],
+        "processing": counts[GenerationStatus.PROCESSING],
+        "completed": counts[GenerationStatus.SUCCESS],
+        "failed": counts[GenerationStatus.FAILED],
+        "cancelled": counts[GenerationStatus.CANCELLED],
+    }
+
+
+def results_payload(batch_id, generations):
+    """The GET /api/generate/batch answer."""
+    return {
+        "batchId": batch_id,
+        "results": [generation_result(generation) for generation in generations],
+        "summary": summary(generations),
+        "isComplete": all(generation.is_finished for generation in generations),
+    }
+
+
+def batch_created(batch, generations):
+    """The POST /api/generate/batch answer."""
+    count = len(generations)
+    return {
+        "batchId": batch.id,
+        "jobs": [{"clientId": g.client_id, "generationId": g.id} for g in generations],
+        "totalCost": batch.total_cost,
+        "status": batch.status,
+        "message": f"Queued {count} image{'s' if count != 1 else ''} for processing",
+        "concurrency": batch.concurrency,
+        "engine": batch.provider,
+    }
+
+
+def batch_detail(batch, generations):
+    """The GET /api/generate/batch/<id> answer: the batch's fields plus its results."""
+    return {
+        **results_payload(batch.id, generations),
+        "status": batch.status,
+        "model": batch.model,
+        "prompt": batch.prompt,
+        "negativePrompt": batch.negative_prompt,
+        "quality": batch.quality,
+        "aspectRatio": batch.aspect_ratio,
+        "concurrency": batch.concurrency,
+        "totalCost": batch.total_cost,
+        "refunded": batch.refunded,
+        "engine": batch.provider,
+        "createdAt": _timestamp(batch.created_at),
+        "startedAt": _timestamp(batch.started_at),
+        "finishedAt": _timestamp(batch.finished_at),
+    }
+
+
+def photo_result(generation):
+    """The POST /api/generate/photo answer."""
+    return {
+        **generation_result(generation),
+        "cost": generation.cost,
+        "refunded": generation.cost if generation.status == GenerationStatus.FAILED else 0,
+        "engine": generation.provider,
+    }

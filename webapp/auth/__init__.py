@@ -1,0 +1,70 @@
+"""Who is calling: the session cookie (`telegram_session`) or `Authorization: Bearer <token>`.
+
+API tokens are stored as their SHA-256 only; the token itself is shown once, when created.
+"""
+
+import hashlib
+import secrets
+
+from flask import jsonify, request
+from sqlalchemy import select
+
+from ..extensions import db, login_manager
+from ..models import ApiToken, User
+
+TOKEN_PREFIX = "bg_"
+
+
+def _digest(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(user_id, name="cli"):
+    """Make a new API token for the user; the caller commits. Answers the token (shown once)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    db.session.add(ApiToken(user_id=user_id, token_sha256=_digest(token), name=name))
+    return token
+
+
+def user_for_token(token):
+    """The user a token belongs to, or None."""
+    if not token or not token.startswith(TOKEN_PREFIX):
+        return None
+    return db.session.scalar(
+        select(User).join(ApiToken, ApiToken.user_id == User.id).where(
+            ApiToken.token_sha256 == _digest(token)
+        )
+    )
+
+
+@login_manager.user_loader
+def load_user(user_id):
+    try:
+        return db.session.get(User, int(user_id))
+    except (TypeError, ValueError):
+        return None
+
+
+@login_manager.request_loader
+def load_user_from_bearer(req):
+    header = req.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return user_for_token(token.strip())
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    """APIs get 401 JSON; pages get the same message until the web login lands."""
+    message = "Authentication required: send Authorization: Bearer <token> or a session cookie."
+    response = jsonify(error=message)
+    response.status_code = 401
+    if request.path.startswith("/api/"):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="batchgen"'
+    return response
+
+
+def init_app(app):
+    login_manager.init_app(app)
+    login_manager.session_protection = "basic"

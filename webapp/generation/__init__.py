@@ -1,0 +1,1 @@
+"""The batch service: create batches and photos, claim and finish generations, reap."""

@@ -1,0 +1,116 @@
+"""Create batches and single photos: price, charge once, write the rows and the inputs."""
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import billing
+from ..extensions import db
+from ..models import Batch, Generation, LedgerKind, new_batch_id, new_generation_id
+
+
+def create_batch(user_id, spec, storage, provider_name):
+    """Charge the batch's whole price once and create its rows; answer the committed Batch.
+
+    Raises billing.InsufficientCredits (nothing charged, no file kept) when the balance is short.
+    The caller rings the queue after this returns: if that fails, the reaper starts the batch.
+    """
+    cost = spec.total_cost
+    _ensure_affordable(user_id, cost)
+    batch_id = new_batch_id()
+    generation = spec.generation
+    rows = []
+    for position, image in enumerate(spec.images):
+        generation_id = new_generation_id()
+        rows.append(
+            Generation(
+                id=generation_id,
+                batch_id=batch_id,
+                user_id=user_id,
+                client_id=image.client_id,
+                position=position,
+                input_key=f"inputs/{batch_id}/{generation_id}.{image.extension}",
+                cost=generation.price,
+                **_generation_fields(generation, provider_name),
+            )
+        )
+    batch = Batch(
+        id=batch_id,
+        user_id=user_id,
+        prompt=generation.prompt,
+        negative_prompt=generation.negative_prompt,
+        model=generation.model.id,
+        quality=generation.quality,
+        aspect_ratio=generation.aspect_ratio,
+        concurrency=spec.concurrency,
+        provider=provider_name,
+        total_cost=cost,
+    )
+    inputs = [(row.input_key, image.data) for row, image in zip(rows, spec.images, strict=True)]
+
+    def write_rows():
+        db.session.add(batch)
+        db.session.add_all(rows)
+        db.session.flush()  # the ledger row refers to the batch
+        billing.debit(user_id, cost, LedgerKind.BATCH_DEBIT, batch_id=batch_id)
+
+    _commit_with_inputs(storage, inputs, write_rows)
+    return batch
+
+
+def create_photo(user_id, spec, storage, provider_name):
+    """Charge one image and create its generation (no batch); answer the committed Generation."""
+    generation = spec.generation
+    cost = generation.price
+    _ensure_affordable(user_id, cost)
+    generation_id = new_generation_id()
+    row = Generation(
+        id=generation_id,
+        user_id=user_id,
+        cost=cost,
+        **_generation_fields(generation, provider_name),
+    )
+    inputs = []
+    if spec.image is not None:
+        row.input_key = f"inputs/photos/{generation_id}.{spec.image.extension}"
+        inputs.append((row.input_key, spec.image.data))
+
+    def write_rows():
+        db.session.add(row)
+        db.session.flush()  # the ledger row refers to the generation
+        billing.debit(user_id, cost, LedgerKind.PHOTO_DEBIT, generation_id=generation_id)
+
+    _commit_with_inputs(storage, inputs, write_rows)
+    return row
+
+
+def _generation_fields(generation, provider_name):
+    return {
+        "model": generation.model.id,
+        "mode": generation.mode,
+        "prompt": generation.prompt,
+        "negative_prompt": generation.negative_prompt,
+        "quality": generation.quality,
+        "aspect_ratio": generation.aspect_ratio,
+        "provider": provider_name,
+    }
+
+
+def _ensure_affordable(user_id, cost):
+    """Refuse early, before any file is written; the conditional debit is the real guard."""
+    available = billing.balance(user_id)
+    db.session.rollback()
+    if available is None or available < cost:
+        raise billing.InsufficientCredits(cost, available or 0)
+
+
+def _commit_with_inputs(storage, inputs, write_rows):
+    """Store the inputs, then run and commit `write_rows`; on any failure keep no file."""
+    try:
+        for key, data in inputs:
+            storage.save(key, data)
+        write_rows()
+        db.session.commit()
+    except (billing.InsufficientCredits, SQLAlchemyError, OSError):
+        db.session.rollback()
+        for key, _ in inputs:
+            storage.delete(key)
+        raise

@@ -1,0 +1,133 @@
+"""The reaper: finds work that should be moving and is not, and says what to re-ring.
+
+The queue is only a doorbell: a task popped by a consumer that is then killed, a queue emptied
+by a Redis restart, or a crash between commit and enqueue all leave rows that nobody rings for.
+The reaper looks only at the database, so it recovers all of them the same way.
+"""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from ..extensions import db
+from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from .engine import fail_and_refund, final_status, finalize_batch
+
+
+@dataclass
+class ReapReport:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    polls: list[str] = field(default_factory=list)
+    finalized: list[str] = field(default_factory=list)
+    lanes: dict[str, int] = field(default_factory=dict)  # batch id → lanes to start
+    photos: list[str] = field(default_factory=list)
+
+    def summary(self):
+        return (
+            f"requeued {len(self.requeued)}, failed {len(self.failed)}, "
+            f"polling {len(self.polls)}, finalized {len(self.finalized)}, "
+            f"rang {sum(self.lanes.values())} lane(s) of {len(self.lanes)} batch(es) "
+            f"and {len(self.photos)} photo(s)"
+        )
+
+
+def reap(settings, stall_seconds, now=None):
+    """Recover expired leases, finish settled batches, and list what needs ringing."""
+    now = now or utcnow()
+    report = ReapReport()
+    _recover_expired_leases(settings, now, report)
+    stale = now - timedelta(seconds=stall_seconds)
+    _restart_stalled_batches(stale, now, report)
+    report.photos = list(
+        db.session.scalars(
+            select(Generation.id).where(
+                Generation.batch_id.is_(None),
+                Generation.status == GenerationStatus.PENDING,
+                func.coalesce(Generation.not_before, Generation.created_at) < stale,
+            )
+        )
+    )
+    db.session.rollback()
+    return report
+
+
+def _recover_expired_leases(settings, now, report):
+    expired = db.session.scalars(
+        select(Generation).where(
+            Generation.status == GenerationStatus.PROCESSING,
+            Generation.lease_expires_at < now,
+        )
+    ).all()
+    db.session.rollback()
+    for generation in expired:
+        token = generation.lease_owner
+        fence = (
+            Generation.id == generation.id,
+            Generation.lease_owner == token,
+            Generation.status == GenerationStatus.PROCESSING,
+        )
+        if generation.provider_task_id:
+            # Already paid for upstream: keep polling it rather than submitting it again.
+            lease_end = now + timedelta(seconds=settings.lease_seconds)
+            db.session.execute(update(Generation).where(*fence).values(lease_expires_at=lease_end))
+            db.session.commit()
+            report.polls.append(generation.id)
+        elif generation.attempts >= settings.max_attempts:
+            message = (
+                f"The image was not finished after {generation.attempts} attempts "
+                "(the worker processing it stopped). Your credits were refunded."
+            )
+            if fail_and_refund(generation, token, "lease_expired", message):
+                report.failed.append(generation.id)
+        else:
+            result = db.session.execute(
+                update(Generation)
+                .where(*fence)
+                .values(status=GenerationStatus.PENDING, lease_owner=None, lease_expires_at=None)
+            )
+            db.session.commit()
+            if result.rowcount == 1:
+                report.requeued.append(generation.id)
+
+
+def _restart_stalled_batches(stale, now, report):
+    active = db.session.execute(
+        select(Batch.id, Batch.concurrency, Batch.heartbeat_at).where(
+            Batch.status.in_(BatchStatus.ACTIVE)
+        )
+    ).all()
+    if not active:
+        db.session.rollback()
+        return
+    counts = {}
+    runnable = {}
+    rows = db.session.execute(
+        select(Generation.batch_id, Generation.status, func.count())
+        .join(Batch, Batch.id == Generation.batch_id)
+        .where(Batch.status.in_(BatchStatus.ACTIVE))
+        .group_by(Generation.batch_id, Generation.status)
+    ).all()
+    for batch_id, status, count in rows:
+        counts.setdefault(batch_id, {})[status] = count
+    for batch_id, count in db.session.execute(
+        select(Generation.batch_id, func.count())
+        .join(Batch, Batch.id == Generation.batch_id)
+        .where(
+            Batch.status.in_(BatchStatus.ACTIVE),
+            Generation.status == GenerationStatus.PENDING,
+            (Generation.not_before.is_(None)) | (Generation.not_before <= now),
+        )
+        .group_by(Generation.batch_id)
+    ).all():
+        runnable[batch_id] = count
+    db.session.rollback()
+    for batch_id, concurrency, heartbeat_at in active:
+        batch_counts = counts.get(batch_id, {})
+        if final_status(batch_counts) is not None:
+            if finalize_batch(batch_id):
+                report.finalized.append(batch_id)
+        elif runnable.get(batch_id) and heartbeat_at < stale:
+            in_flight = batch_counts.get(GenerationStatus.PROCESSING, 0)
+            report.lanes[batch_id] = max(1, min(concurrency - in_flight, runnable[batch_id]))

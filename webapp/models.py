@@ -1,0 +1,161 @@
+"""Database models: users, tokens, batches, generations and the credit ledger."""
+
+import secrets
+import time
+from datetime import UTC, datetime
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow():
+    """Naive UTC now: the one clock every row uses."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_batch_id():
+    return f"batch_{int(time.time() * 1000)}_{secrets.token_hex(4)}"
+
+
+def new_generation_id():
+    return f"gen_{secrets.token_hex(8)}"
+
+
+class GenerationStatus:
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TERMINAL = (SUCCESS, FAILED, CANCELLED)
+    ALL = (PENDING, PROCESSING, SUCCESS, FAILED, CANCELLED)
+
+
+class BatchStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ACTIVE = (QUEUED, RUNNING)
+    TERMINAL = (COMPLETED, PARTIAL, FAILED, CANCELLED)
+
+
+class LedgerKind:
+    BATCH_DEBIT = "batch_debit"
+    PHOTO_DEBIT = "photo_debit"
+    REFUND = "refund"
+    GRANT = "grant"
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    telegram_id: Mapped[int | None] = mapped_column(unique=True)
+    credits: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(db.Model):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64), default="cli")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship()
+
+
+class Batch(db.Model):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_batch_id)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(64))
+    quality: Mapped[str] = mapped_column(String(16))
+    aspect_ratio: Mapped[str] = mapped_column(String(16))
+    concurrency: Mapped[int]
+    provider: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=BatchStatus.QUEUED, index=True)
+    total_cost: Mapped[int]
+    refunded: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # Last time a lane claimed or finished a generation: the reaper's stall detector.
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    generations: Mapped[list["Generation"]] = relationship(
+        back_populates="batch", order_by="Generation.position"
+    )
+
+    @property
+    def is_finished(self):
+        return self.status in BatchStatus.TERMINAL
+
+
+class Generation(db.Model):
+    __tablename__ = "generations"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "client_id"),
+        Index("ix_generations_batch_status", "batch_id", "status"),
+        Index("ix_generations_status_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_generation_id)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    client_id: Mapped[str | None] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(default=0)
+    model: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(8), default="i2i")
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str | None] = mapped_column(Text)
+    quality: Mapped[str] = mapped_column(String(16))
+    aspect_ratio: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=GenerationStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(40))
+    lease_expires_at: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]
+    provider_task_id: Mapped[str | None] = mapped_column(String(128))
+    input_key: Mapped[str | None] = mapped_column(String(255))
+    result_key: Mapped[str | None] = mapped_column(String(255))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    cost: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    batch: Mapped[Batch | None] = relationship(back_populates="generations")
+
+    @property
+    def is_finished(self):
+        return self.status in GenerationStatus.TERMINAL
+
+
+class LedgerEntry(db.Model):
+    __tablename__ = "ledger"
+    # A generation can be refunded once and only once: the database says no to a second.
+    __table_args__ = (UniqueConstraint("generation_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    amount: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"))
+    note: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,63 @@
+"""Image engines behind one small interface.
+
+`submit(request)` starts a generation and answers `Done`, `Failed`, or `Submitted(task_id)` for
+engines that work asynchronously; `poll(task_id, request)` then answers `Pending`, `Done` or
+`Failed`. The engine never touches the database: the generation service records the outcome.
+"""
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    generation_id: str
+    model: object  # catalog.Model
+    mode: str  # "i2i" | "t2i"
+    prompt: str
+    negative_prompt: str | None
+    quality: str
+    aspect_ratio: str
+    input_image: bytes | None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    pass
+
+
+@dataclass(frozen=True)
+class Done:
+    image: bytes
+    extension: str = "png"
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: str
+    message: str
+    retryable: bool = False
+
+
+def create_provider(config):
+    """The engine named by GENERATION_BACKEND."""
+    backend = config["GENERATION_BACKEND"]
+    if backend == "local":
+        from .local import LocalProvider
+
+        return LocalProvider(delay_seconds=config["LOCAL_ENGINE_DELAY"])
+    raise ValueError(f"GENERATION_BACKEND={backend!r} is not available (expected 'local')")
+
+
+def get_provider():
+    return current_app.extensions["batchgen.provider"]
+
+
+def init_app(app):
+    app.extensions["batchgen.provider"] = create_provider(app.config)

@@ -1,0 +1,89 @@
+"""Where input and result images live: a local folder, addressed by keys, with signed links.
+
+Keys look like `inputs/<batch>/<gen>.png` and `results/<batch>/<gen>.png`. Links handed to
+clients are absolute, signed with SECRET_KEY and expire, so they work in an <img> tag and for
+clients without a cookie.
+"""
+
+import hashlib
+import hmac
+import os
+import re
+import tempfile
+import time
+
+from flask import current_app
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*\.[a-z0-9]{2,5}$")
+
+
+class LocalStorage:
+    """Files under one root folder; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root):
+        self.root = os.path.abspath(root)
+
+    def path(self, key):
+        if not KEY_PATTERN.match(key):
+            raise ValueError(f"bad storage key: {key!r}")
+        return os.path.join(self.root, *key.split("/"))
+
+    def save(self, key, data):
+        path = self.path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp_path, path)
+        except BaseException:
+            os.unlink(tmp_path)
+            raise
+        return key
+
+    def read(self, key):
+        with open(self.path(key), "rb") as handle:
+            return handle.read()
+
+    def exists(self, key):
+        return os.path.exists(self.path(key))
+
+    def delete(self, key):
+        try:
+            os.unlink(self.path(key))
+        except FileNotFoundError:
+            pass
+
+
+def get_storage():
+    """The storage of the current app."""
+    return current_app.extensions["batchgen.storage"]
+
+
+def init_app(app):
+    app.extensions["batchgen.storage"] = LocalStorage(app.config["MEDIA_ROOT"])
+    from .views import bp
+
+    app.register_blueprint(bp)
+
+
+def _signature(secret, key, expires):
+    message = f"{key}\n{expires}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def sign(key, secret, ttl_seconds, now=None):
+    """Query parameters that grant access to `key` for `ttl_seconds`."""
+    expires = int((now or time.time()) + ttl_seconds)
+    return {"expires": expires, "signature": _signature(secret, key, expires)}
+
+
+def verify(key, expires, signature, secret, now=None):
+    """True when the signature matches and has not expired."""
+    try:
+        expires = int(expires)
+    except (TypeError, ValueError):
+        return False
+    if expires < (now or time.time()):
+        return False
+    return hmac.compare_digest(_signature(secret, key, expires), signature or "")
