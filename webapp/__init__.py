@@ -9,13 +9,17 @@ from sqlalchemy.engine import Engine
 from .extensions import db
 
 
-def create_app(config=None):
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def create_app(config=None, instance_path=None):
     """Build the app: defaults, then instance/config.py, then the environment, then `config`."""
     app = Flask(
         __name__,
         instance_relative_config=True,
-        instance_path=os.environ.get("INSTANCE_PATH")
-        or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance"),
+        instance_path=instance_path
+        or os.environ.get("INSTANCE_PATH")
+        or os.path.join(PROJECT_ROOT, "instance"),
         template_folder="../templates",
         static_folder="../static",
     )

@@ -1,0 +1,160 @@
+"""Helpers the tests share: apps on temporary files, users, real images, the queue."""
+
+import base64
+import io
+import os
+import socket
+
+from PIL import Image
+from sqlalchemy import select
+
+from webapp import billing, create_app
+from webapp.auth import create_token
+from webapp.extensions import db
+from webapp.models import LedgerEntry, User
+
+IN_CI = os.environ.get("CI") == "true"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def test_config(tmp_path, **overrides):
+    """Settings for an app whose files all live under tmp_path."""
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'app.db'}",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
+        "HUEY_MEMORY": True,
+        "REDIS_URL": None,
+        "PHOTO_WAIT_SECONDS": 0,
+        "STALL_SECONDS": 30,
+    }
+    config.update(overrides)
+    return config
+
+
+def make_app(tmp_path, **overrides):
+    app = create_app(test_config(tmp_path, **overrides), instance_path=str(tmp_path))
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+def assert_ledger_balanced(app):
+    """credits == sum(ledger) for every user, and nobody is below zero."""
+    with app.app_context():
+        assert billing.ledger_mismatches() == []
+        assert db.session.scalar(select(db.func.min(User.credits))) in (None,) or (
+            db.session.scalar(select(db.func.min(User.credits))) >= 0
+        )
+
+
+def create_user(app, name="alice", credits=100):
+    """A user with `credits` granted through the ledger; answers (user_id, token)."""
+    with app.app_context():
+        user = User(name=name)
+        db.session.add(user)
+        db.session.flush()
+        if credits:
+            billing.grant(user.id, credits)
+        token = create_token(user.id)
+        db.session.commit()
+        return user.id, token
+
+
+class ApiClient:
+    """A test client that sends a user's Bearer token."""
+
+    def __init__(self, app, user_id, token):
+        self.app = app
+        self.user_id = user_id
+        self.token = token
+        self.http = app.test_client()
+
+    def _headers(self, headers):
+        return {"Authorization": f"Bearer {self.token}", **(headers or {})}
+
+    def get(self, url, headers=None, **kwargs):
+        return self.http.get(url, headers=self._headers(headers), **kwargs)
+
+    def post(self, url, headers=None, **kwargs):
+        return self.http.post(url, headers=self._headers(headers), **kwargs)
+
+    def balance(self):
+        with self.app.app_context():
+            return billing.balance(self.user_id)
+
+    def ledger(self):
+        with self.app.app_context():
+            return [
+                (entry.kind, entry.amount)
+                for entry in db.session.scalars(
+                    select(LedgerEntry)
+                    .where(LedgerEntry.user_id == self.user_id)
+                    .order_by(LedgerEntry.id)
+                )
+            ]
+
+
+def image_bytes(fmt="PNG", size=(64, 48), color=(200, 30, 30), background=(190, 190, 190)):
+    """A real image: a coloured disc on a plain background."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", size, background)
+    width, height = size
+    ImageDraw.Draw(image).ellipse(
+        (width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=color
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def data_url(raw, kind="png"):
+    return f"data:image/{kind};base64," + base64.b64encode(raw).decode()
+
+
+def png_data_url(**kwargs):
+    return data_url(image_bytes("PNG", **kwargs))
+
+
+def batch_body(count=2, **fields):
+    body = {
+        "prompt": "Add white background",
+        "model": "flux-2",
+        "images": [{"id": f"img-{i}", "data": png_data_url()} for i in range(count)],
+    }
+    body.update(fields)
+    return body
+
+
+def drain(app, limit=1000):
+    """Run every task waiting in the app's in-memory queue, as a consumer would."""
+    from tasks import get_queue
+
+    huey = get_queue(app).huey
+    executed = 0
+    while executed < limit:
+        task = huey.dequeue()
+        if task is None:
+            return executed
+        huey.execute(task)
+        executed += 1
+    raise AssertionError("the queue did not drain")
+
+
+def media_files(app):
+    root = app.config["MEDIA_ROOT"]
+    found = []
+    for folder, _, files in os.walk(root):
+        found.extend(os.path.join(folder, name) for name in files)
+    return found
+
+
+def service_available(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
