@@ -1,9 +1,11 @@
 """Helpers the tests share: apps on temporary files, users, real images, the queue."""
 
 import base64
+import contextlib
 import io
 import os
 import socket
+import time
 
 from PIL import Image
 from sqlalchemy import select
@@ -17,7 +19,7 @@ IN_CI = os.environ.get("CI") == "true"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-def test_config(tmp_path, **overrides):
+def app_config(tmp_path, **overrides):
     """Settings for an app whose files all live under tmp_path."""
     config = {
         "TESTING": True,
@@ -35,7 +37,7 @@ def test_config(tmp_path, **overrides):
 
 
 def make_app(tmp_path, **overrides):
-    app = create_app(test_config(tmp_path, **overrides), instance_path=str(tmp_path))
+    app = create_app(app_config(tmp_path, **overrides), instance_path=str(tmp_path))
     with app.app_context():
         db.create_all()
     return app
@@ -158,3 +160,78 @@ def service_available(host, port):
             return True
     except OSError:
         return False
+
+@contextlib.contextmanager
+def running_consumer(app, workers=2):
+    """A real Huey consumer (thread workers) on the app's queue, for the length of the block."""
+    from tasks import EmbeddedConsumer, get_queue
+
+    consumer = EmbeddedConsumer(
+        get_queue(app).huey,
+        workers=workers,
+        worker_type="thread",
+        periodic=False,
+        initial_delay=0.05,
+        max_delay=0.2,
+        check_worker_health=False,
+    )
+    consumer.start()
+    try:
+        yield consumer
+    finally:
+        consumer.stop(graceful=True)
+
+
+def wait_for(predicate, timeout=30.0, interval=0.1):
+    """Poll `predicate` until it answers something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__name__}")
+
+
+def batch_finished(client, batch_id):
+    """A predicate for wait_for: the batch's detail once it is terminal."""
+
+    def finished():
+        detail = client.get(f"/api/generate/batch/{batch_id}").get_json()
+        return detail if detail["isComplete"] and detail["finishedAt"] else None
+
+    return finished
+
+
+def generation_rows(app, batch_id):
+    """The batch's generations as plain dicts, in position order."""
+    from webapp.models import Generation
+
+    with app.app_context():
+        rows = db.session.scalars(
+            select(Generation).where(Generation.batch_id == batch_id).order_by(Generation.position)
+        ).all()
+        return [
+            {
+                "id": row.id,
+                "status": row.status,
+                "attempts": row.attempts,
+                "started_at": row.started_at,
+                "finished_at": row.finished_at,
+                "error_code": row.error_code,
+            }
+            for row in rows
+        ]
+
+
+def max_overlap(rows):
+    """The most generations that were processing at the same instant."""
+    events = []
+    for row in rows:
+        events.append((row["started_at"], 1))
+        events.append((row["finished_at"], -1))
+    current = peak = 0
+    for _, step in sorted(events, key=lambda event: (event[0], event[1])):
+        current += step
+        peak = max(peak, current)
+    return peak

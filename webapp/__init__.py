@@ -8,7 +8,6 @@ from sqlalchemy.engine import Engine
 
 from .extensions import db
 
-
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

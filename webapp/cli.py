@@ -5,10 +5,10 @@ import signal
 import sys
 
 import click
-from werkzeug.serving import run_simple
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
+from werkzeug.serving import run_simple
 
 from . import billing
 from .auth import create_token
@@ -67,6 +67,7 @@ def grant_credits(name, amount):
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db():
     """Create the tables that do not exist yet."""
     db.create_all()
@@ -74,6 +75,7 @@ def init_db():
 
 
 @click.command("reap")
+@with_appcontext
 def reap_once():
     """Run the reaper once: recover stalled work and re-ring it."""
     from tasks import get_queue
@@ -83,6 +85,7 @@ def reap_once():
 
 
 @click.command("serve")
+@with_appcontext
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "5000")))
 @click.option("--workers", type=int, default=None, help="Consumer threads (EMBEDDED_WORKERS).")

@@ -37,9 +37,9 @@ def reap(settings, stall_seconds, now=None):
     """Recover expired leases, finish settled batches, and list what needs ringing."""
     now = now or utcnow()
     report = ReapReport()
-    _recover_expired_leases(settings, now, report)
+    freed = _recover_expired_leases(settings, now, report)
     stale = now - timedelta(seconds=stall_seconds)
-    _restart_stalled_batches(stale, now, report)
+    _restart_stalled_batches(stale, now, freed, report)
     report.photos = list(
         db.session.scalars(
             select(Generation.id).where(
@@ -54,6 +54,9 @@ def reap(settings, stall_seconds, now=None):
 
 
 def _recover_expired_leases(settings, now, report):
+    """Requeue, fail or keep polling every generation whose lease ran out; answers the batch
+    ids that got a slot back."""
+    freed = set()
     expired = db.session.scalars(
         select(Generation).where(
             Generation.status == GenerationStatus.PROCESSING,
@@ -81,6 +84,7 @@ def _recover_expired_leases(settings, now, report):
             )
             if fail_and_refund(generation, token, "lease_expired", message):
                 report.failed.append(generation.id)
+                freed.add(generation.batch_id)
         else:
             result = db.session.execute(
                 update(Generation)
@@ -90,9 +94,12 @@ def _recover_expired_leases(settings, now, report):
             db.session.commit()
             if result.rowcount == 1:
                 report.requeued.append(generation.id)
+                freed.add(generation.batch_id)
+    return freed
 
 
-def _restart_stalled_batches(stale, now, report):
+def _restart_stalled_batches(stale, now, freed, report):
+    """Finish settled batches; ring lanes for those with runnable rows that nobody works on."""
     active = db.session.execute(
         select(Batch.id, Batch.concurrency, Batch.heartbeat_at).where(
             Batch.status.in_(BatchStatus.ACTIVE)
@@ -128,6 +135,6 @@ def _restart_stalled_batches(stale, now, report):
         if final_status(batch_counts) is not None:
             if finalize_batch(batch_id):
                 report.finalized.append(batch_id)
-        elif runnable.get(batch_id) and heartbeat_at < stale:
+        elif runnable.get(batch_id) and (heartbeat_at < stale or batch_id in freed):
             in_flight = batch_counts.get(GenerationStatus.PROCESSING, 0)
             report.lanes[batch_id] = max(1, min(concurrency - in_flight, runnable[batch_id]))

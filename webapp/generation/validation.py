@@ -143,7 +143,9 @@ def parse_photo_request(payload, catalog, limits):
 def decode_image(data_url, field, limits, client_id=None):
     """Decode a base64 data URL and prove with Pillow that it is the image it claims to be."""
     if not isinstance(data_url, str) or not data_url:
-        raise ValidationError(f"{field} is required: a base64 data URL of a PNG, JPEG or WebP", field)
+        raise ValidationError(
+            f"{field} is required: a base64 data URL of a PNG, JPEG or WebP", field
+        )
     match = DATA_URL.match(data_url)
     if not match:
         raise ValidationError(

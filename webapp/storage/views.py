@@ -23,7 +23,8 @@ def signed_url(key):
 def download(key):
     """Send the file if the link's signature is valid and unexpired."""
     args = request.args
-    if not verify(key, args.get("expires"), args.get("signature"), current_app.config["SECRET_KEY"]):
+    secret = current_app.config["SECRET_KEY"]
+    if not verify(key, args.get("expires"), args.get("signature"), secret):
         abort(403, "This link is invalid or has expired.")
     storage = get_storage()
     try:

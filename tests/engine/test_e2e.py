@@ -1,0 +1,127 @@
+"""End to end: the HTTP API, a real queue, a real consumer, and the real result images."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from PIL import Image
+
+from tests.support import (
+    ApiClient,
+    app_config,
+    batch_body,
+    batch_finished,
+    create_user,
+    make_app,
+    running_consumer,
+    wait_for,
+)
+from webapp.extensions import db
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fetch_image(app, image_url):
+    url = urlsplit(image_url)
+    with app.test_client().get(f"{url.path}?{url.query}") as response:
+        assert response.status_code == 200
+        with Image.open(io.BytesIO(response.data)) as image:
+            image.load()
+            return image.size
+
+
+def _run_batch(app, client):
+    body = batch_body(6, aspectRatio="3:4", concurrency=3)
+    created = client.post("/api/generate/batch", json=body).get_json()
+    detail = wait_for(batch_finished(client, created["batchId"]), timeout=90)
+    assert detail["status"] == "completed"
+    assert detail["summary"]["completed"] == 6
+    for result in detail["results"]:
+        assert _fetch_image(app, result["imageUrl"]) == (768, 1024)
+    assert client.balance() == 100 - 18
+    return detail
+
+
+@pytest.mark.e2e
+def test_batch_end_to_end_on_sqlite_huey_with_a_consumer_thread(tmp_path):
+    app = make_app(tmp_path, HUEY_MEMORY=False)
+    client = ApiClient(app, *create_user(app))
+
+    with running_consumer(app, workers=3):
+        _run_batch(app, client)
+
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.mark.e2e
+def test_photo_answers_with_the_finished_image_when_a_consumer_runs(tmp_path):
+    from tests.support import data_url, image_bytes
+
+    app = make_app(tmp_path, HUEY_MEMORY=False, PHOTO_WAIT_SECONDS=30)
+    client = ApiClient(app, *create_user(app))
+    body = {
+        "model": "nano-banana",
+        "prompt": "Add white background",
+        "mode": "i2i",
+        "referenceImage": data_url(image_bytes("WEBP"), "webp"),
+        "quality": "1k",
+        "aspectRatio": "1:1",
+    }
+
+    with running_consumer(app, workers=1):
+        response = client.post("/api/generate/photo", json=body)
+
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert answer["status"] == "success"
+    assert answer["error"] is None
+    assert answer["cost"] == 3
+    assert _fetch_image(app, answer["imageUrl"]) == (1024, 1024)
+    assert client.balance() == 97
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.mark.e2e
+@pytest.mark.redis
+def test_batch_end_to_end_on_redis_with_a_huey_consumer_process(tmp_path, redis_url):
+    queue_name = f"batchgen-test-{os.getpid()}"
+    config = app_config(tmp_path, HUEY_MEMORY=False, REDIS_URL=redis_url, HUEY_NAME=queue_name)
+    app = make_app(tmp_path, **{k: v for k, v in config.items() if k != "TESTING"})
+    client = ApiClient(app, *create_user(app))
+    environment = {
+        **os.environ,
+        "DATABASE_URL": config["SQLALCHEMY_DATABASE_URI"],
+        "REDIS_URL": redis_url,
+        "HUEY_NAME": queue_name,
+        "MEDIA_ROOT": config["MEDIA_ROOT"],
+        "SECRET_KEY": config["SECRET_KEY"],
+        "INSTANCE_PATH": str(tmp_path),
+    }
+    consumer_bin = Path(sys.executable).with_name("huey_consumer")
+    log_path = tmp_path / "consumer.log"
+    with open(log_path, "w") as log:
+        consumer = subprocess.Popen(
+            [str(consumer_bin), "app.huey", "-k", "thread", "-w", "3", "--no-periodic"],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _run_batch(app, client)
+    finally:
+        consumer.send_signal(signal.SIGINT)
+        try:
+            consumer.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            consumer.kill()
+        with app.app_context():
+            db.engine.dispose()
+    assert "run_lane" in log_path.read_text()

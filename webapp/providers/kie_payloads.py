@@ -1,0 +1,130 @@
+"""Pure pieces of the kie.ai engine: request bodies from the catalog, and kie's codes as Failed."""
+
+import re
+
+from . import Failed
+
+RETRIED = "The image is retried automatically while attempts remain."
+MAX_DETAIL = 300
+
+# kie's body (or HTTP) code → our error code, whether to retry, and what to tell a person.
+# {detail} is kie's own message in brackets, when there is one.
+CODES = {
+    400: (
+        "content_policy",
+        False,
+        "kie.ai refused the prompt or image under its content "
+        "policy{detail}. Change the prompt or the image and try again.",
+    ),
+    401: (
+        "upstream_auth",
+        False,
+        "kie.ai rejected this service's API key; an operator must check KIE_API_KEY.",
+    ),
+    # Our kie account is out of credits: an operator tops it up; the user did nothing wrong,
+    # so kie's message (which says "your balance") is not shown.
+    402: (
+        "upstream_unavailable",
+        True,
+        "The image service is temporarily unavailable on our "
+        "side (not a problem with your request). {retried}",
+    ),
+    404: ("upstream_rejected", False, "kie.ai does not know this model or endpoint{detail}."),
+    422: (
+        "invalid_input",
+        False,
+        "kie.ai rejected the request{detail}. Check the prompt, aspect ratio and image.",
+    ),
+    429: ("rate_limited", True, "kie.ai is rate-limiting requests. {retried}"),
+    433: ("rate_limited", True, "kie.ai's per-key limit was reached. {retried}"),
+    451: (
+        "invalid_input",
+        False,
+        "kie.ai could not download the input image{detail}. Try another image.",
+    ),
+    455: ("upstream_unavailable", True, "kie.ai is under maintenance. {retried}"),
+    500: ("upstream_error", True, "kie.ai had a server error{detail}. {retried}"),
+    501: (
+        "generation_failed",
+        False,
+        "kie.ai could not generate the image{detail}. Try a different prompt or image.",
+    ),
+    505: ("upstream_rejected", False, "This feature is disabled at kie.ai{detail}."),
+    550: ("upstream_unavailable", True, "kie.ai's queue is full. {retried}"),
+}
+
+_CONTENT_POLICY = re.compile(
+    r"content.?polic|nsfw|sensitive|safety|moderat|prohibited|violat|flagged|inappropriate",
+    re.IGNORECASE,
+)
+
+
+def jobs_body(request, upstream_model, image_url):
+    """The createTask body of the unified jobs API, mapped through the model's `upstream`."""
+    upstream = request.model.upstream
+    fields = dict(upstream.get("extra", {}))
+    fields["prompt"] = request.prompt
+    if image_url is not None and upstream.get("image_field"):
+        single = upstream.get("single_image", False)
+        fields[upstream["image_field"]] = image_url if single else [image_url]
+    if upstream.get("aspect_field"):
+        aspect_values = upstream.get("aspect_values", {})
+        fields[upstream["aspect_field"]] = aspect_values.get(
+            request.aspect_ratio, request.aspect_ratio
+        )
+    if upstream.get("quality_field"):
+        quality_values = upstream.get("quality_values", {})
+        fields[upstream["quality_field"]] = quality_values.get(request.quality, request.quality)
+    if upstream.get("negative_prompt_field") and request.negative_prompt:
+        fields[upstream["negative_prompt_field"]] = request.negative_prompt
+    return {"model": upstream_model, "input": fields}
+
+
+def kontext_body(request, upstream_model, image_url):
+    """The flat camelCase body of the Flux Kontext API (it has no negative prompt)."""
+    body = {"prompt": request.prompt, "model": upstream_model}
+    if image_url is not None:
+        body["inputImage"] = image_url
+    body["aspectRatio"] = request.aspect_ratio
+    body["outputFormat"] = "png"
+    return body
+
+
+def refusal(code, message):
+    """A Failed for a kie code (from the body or HTTP) on a call that was refused."""
+    if code in CODES:
+        error_code, retryable, template = CODES[code]
+        text = template.format(detail=_detail(message), retried=RETRIED)
+        return Failed(error_code, text, retryable)
+    if code >= 500:
+        return Failed(
+            "upstream_unavailable", f"kie.ai is unavailable (HTTP {code}). {RETRIED}", True
+        )
+    return Failed("upstream_error", f"kie.ai refused the request (code {code}){_detail(message)}.")
+
+
+def task_failure(code, message):
+    """A Failed for a task kie ran and reported failed (failCode/errorCode and its message)."""
+    number = as_int(code)
+    if number == 400 or _CONTENT_POLICY.search(message or ""):
+        return refusal(400, message)
+    if number in CODES and number not in (401, 402):
+        return refusal(number, message)
+    return refusal(501, message)
+
+
+def _detail(message):
+    message = " ".join(str(message or "").split())
+    if not message:
+        return ""
+    if len(message) > MAX_DETAIL:
+        message = message[: MAX_DETAIL - 1] + "…"
+    return f" ({message})"
+
+
+def as_int(value):
+    """An int from kie's int-or-string codes, or None."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
