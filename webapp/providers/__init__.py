@@ -52,7 +52,13 @@ def create_provider(config):
         from .local import LocalProvider
 
         return LocalProvider(delay_seconds=config["LOCAL_ENGINE_DELAY"])
-    raise ValueError(f"GENERATION_BACKEND={backend!r} is not available (expected 'local')")
+    if backend == "kie":
+        from .kie import KieProvider
+
+        if not config.get("KIE_API_KEY"):
+            raise ValueError("GENERATION_BACKEND=kie needs KIE_API_KEY (the kie.ai API key)")
+        return KieProvider(config["KIE_API_KEY"], config["KIE_API_BASE"], config["KIE_UPLOAD_BASE"])
+    raise ValueError(f"GENERATION_BACKEND={backend!r} is not available (expected 'local' or 'kie')")
 
 
 def get_provider():

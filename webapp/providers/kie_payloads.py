@@ -13,8 +13,8 @@ CODES = {
     400: (
         "content_policy",
         False,
-        "kie.ai refused the prompt or image under its content "
-        "policy{detail}. Change the prompt or the image and try again.",
+        "kie.ai refused the prompt or image under its content policy{detail}. "
+        "Change the prompt or the image and try again.",
     ),
     401: (
         "upstream_auth",
@@ -26,8 +26,8 @@ CODES = {
     402: (
         "upstream_unavailable",
         True,
-        "The image service is temporarily unavailable on our "
-        "side (not a problem with your request). {retried}",
+        "The image service is temporarily unavailable on our side "
+        "(not a problem with your request). {retried}",
     ),
     404: ("upstream_rejected", False, "kie.ai does not know this model or endpoint{detail}."),
     422: (
@@ -52,6 +52,9 @@ CODES = {
     505: ("upstream_rejected", False, "This feature is disabled at kie.ai{detail}."),
     550: ("upstream_unavailable", True, "kie.ai's queue is full. {retried}"),
 }
+
+# The codes a failed task may carry that mean more than "generation failed".
+TASK_CODES = {400, 422, 429, 433, 451, 455, 500, 501, 550}
 
 _CONTENT_POLICY = re.compile(
     r"content.?polic|nsfw|sensitive|safety|moderat|prohibited|violat|flagged|inappropriate",
@@ -92,6 +95,9 @@ def kontext_body(request, upstream_model, image_url):
 
 def refusal(code, message):
     """A Failed for a kie code (from the body or HTTP) on a call that was refused."""
+    # kie sometimes reports a content-policy refusal as a 500 or 422 with a telling message.
+    if code not in (401, 402) and _CONTENT_POLICY.search(message or ""):
+        code = 400
     if code in CODES:
         error_code, retryable, template = CODES[code]
         text = template.format(detail=_detail(message), retried=RETRIED)
@@ -106,11 +112,7 @@ def refusal(code, message):
 def task_failure(code, message):
     """A Failed for a task kie ran and reported failed (failCode/errorCode and its message)."""
     number = as_int(code)
-    if number == 400 or _CONTENT_POLICY.search(message or ""):
-        return refusal(400, message)
-    if number in CODES and number not in (401, 402):
-        return refusal(number, message)
-    return refusal(501, message)
+    return refusal(number if number in TASK_CODES else 501, message)
 
 
 def _detail(message):
