@@ -9,15 +9,11 @@ import logging
 from huey import MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
-from webapp.generation import engine, reaper
+from webapp.generation import claims, engine, reaper
 from webapp.providers import get_provider
 from webapp.storage import get_storage
 
 log = logging.getLogger(__name__)
-
-# Poll cadence for async engines (kie.ai): quick at first, then slower.
-POLL_DELAYS = (2, 2, 3, 3, 5, 5, 5, 10, 10, 15)
-
 
 def create_huey(config):
     """A Huey on Redis when REDIS_URL is set, else on a SQLite file under instance/."""
@@ -35,7 +31,7 @@ class Queue:
     def __init__(self, app, huey):
         self.app = app
         self.huey = huey
-        settings = engine.Settings.from_config(app.config)
+        settings = claims.Settings.from_config(app.config)
 
         def context():
             return app.app_context()
@@ -85,7 +81,8 @@ class Queue:
             schedule(args=args, eta=step.wake_at)
 
     def poll_later(self, generation_id, round_number):
-        delay = POLL_DELAYS[min(round_number, len(POLL_DELAYS) - 1)]
+        delays = self.app.config["POLL_DELAYS"]
+        delay = delays[min(round_number, len(delays) - 1)]
         self.poll_generation.schedule(args=(generation_id, round_number), delay=delay)
 
     def start_batch(self, batch_id, lanes):
@@ -108,7 +105,7 @@ class Queue:
         app = self.app
         with app.app_context():
             report = reaper.reap(
-                engine.Settings.from_config(app.config), app.config["STALL_SECONDS"]
+                claims.Settings.from_config(app.config), app.config["STALL_SECONDS"]
             )
         for batch_id, lanes in report.lanes.items():
             for _ in range(lanes):

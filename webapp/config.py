@@ -51,6 +51,10 @@ def from_environment(instance_path):
         "MAX_ATTEMPTS": _int("MAX_ATTEMPTS", 3),
         "STALL_SECONDS": _int("STALL_SECONDS", 30),
         "PHOTO_WAIT_SECONDS": _float("PHOTO_WAIT_SECONDS", 120.0),
+        # An async engine (kie.ai) that has not finished an image by then fails it, refunded.
+        "POLL_TIMEOUT_SECONDS": _int("POLL_TIMEOUT_SECONDS", 900),
+        # Seconds between polls of an async engine: quick at first, then slower.
+        "POLL_DELAYS": (2, 2, 3, 3, 5, 5, 5, 10, 10, 15),
         "SIGNED_URL_SECONDS": _int("SIGNED_URL_SECONDS", 3600),
         "EMBEDDED_WORKERS": _int("EMBEDDED_WORKERS", 4),
         # Simulated upstream latency of the local engine, per image (for demos and tests).

@@ -20,13 +20,13 @@ from tests.support import (
     wait_for,
 )
 from webapp.extensions import db
-from webapp.generation import engine
+from webapp.generation import claims, engine
 from webapp.models import Batch, Generation, utcnow
 from webapp.providers import Done
 
 
 def _settings(app):
-    return engine.Settings.from_config(app.config)
+    return claims.Settings.from_config(app.config)
 
 
 def _create(client, count, **fields):
@@ -105,7 +105,7 @@ def _expire_leases(app, batch_id):
 def _claim_and_abandon(app, batch_id):
     """A worker claims a generation and dies before finishing it."""
     with app.app_context():
-        return engine.claim_for_batch(batch_id, _settings(app))
+        return claims.claim_for_batch(batch_id, _settings(app))
 
 
 def test_reaper_returns_an_abandoned_generation_and_the_batch_completes(app, api_client):

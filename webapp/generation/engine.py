@@ -1,49 +1,27 @@
-"""Run generations: claim with compare-and-set, call the engine, finish fenced.
+"""Run claimed generations: call the engine, record the outcome fenced on the lease, finish.
 
-A claim moves one pending row to processing with a fresh lease token in one UPDATE. Every later
-write about that attempt is fenced on the token (`WHERE lease_owner = :token`), so a worker whose
-lease expired and was taken over can never overwrite the newer attempt, and a duplicate task
-finds nothing to claim.
+Failures are refunded in the transaction that marks them failed; retryable ones go back to
+pending with backoff while attempts remain. See claims.py for how work is claimed.
 """
 
 import logging
 import random
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import func, select, update
 
 from .. import billing
 from ..catalog import load_catalog
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from ..providers import Done, Failed, GenerationRequest, Pending, Submitted
+from .claims import Claim, claim_for_batch, claim_generation
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
-
-
-@dataclass(frozen=True)
-class Settings:
-    lease_seconds: int
-    max_attempts: int
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(lease_seconds=config["LEASE_SECONDS"], max_attempts=config["MAX_ATTEMPTS"])
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One attempt at a generation, owned by whoever holds `token`."""
-
-    generation: Generation  # detached snapshot taken at claim time
-    token: str
-
 
 @dataclass(frozen=True)
 class StepResult:
@@ -54,100 +32,6 @@ class StepResult:
     poll_generation: str | None = None  # submitted to an async engine: poll it
     ring_batch: str | None = None  # a slot of this batch came free: ring its lane
     finished_batch: bool = False
-
-
-def _lease(token, now, settings):
-    return {
-        "status": GenerationStatus.PROCESSING,
-        "lease_owner": token,
-        "lease_expires_at": now + timedelta(seconds=settings.lease_seconds),
-        "attempts": Generation.attempts + 1,
-        "started_at": now,
-        "not_before": None,
-    }
-
-
-def _runnable(table, now):
-    return (table.status == GenerationStatus.PENDING) & or_(
-        table.not_before.is_(None), table.not_before <= now
-    )
-
-
-def claim_for_batch(batch_id, settings):
-    """Claim the batch's next runnable generation if fewer than `concurrency` are in flight."""
-    now = utcnow()
-    token = uuid.uuid4().hex
-    # On PostgreSQL the row lock serialises claims of one batch; SQLite's write lock does it there.
-    batch = db.session.execute(
-        select(Batch.concurrency, Batch.status).where(Batch.id == batch_id).with_for_update()
-    ).first()
-    if batch is None or batch.status not in BatchStatus.ACTIVE:
-        db.session.rollback()
-        return None
-    candidate, in_flight = aliased(Generation), aliased(Generation)
-    next_id = (
-        select(candidate.id)
-        .where(candidate.batch_id == batch_id, _runnable(candidate, now))
-        .order_by(candidate.position)
-        .limit(1)
-        .scalar_subquery()
-    )
-    processing = (
-        select(func.count())
-        .select_from(in_flight)
-        .where(in_flight.batch_id == batch_id, in_flight.status == GenerationStatus.PROCESSING)
-        .scalar_subquery()
-    )
-    result = db.session.execute(
-        update(Generation)
-        .where(
-            Generation.id == next_id,
-            Generation.status == GenerationStatus.PENDING,
-            processing < batch.concurrency,
-        )
-        .values(**_lease(token, now, settings))
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        db.session.rollback()
-        return None
-    db.session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id)
-        .values(
-            status=case(
-                (Batch.status == BatchStatus.QUEUED, BatchStatus.RUNNING), else_=Batch.status
-            ),
-            started_at=func.coalesce(Batch.started_at, now),
-            heartbeat_at=now,
-        )
-    )
-    db.session.commit()
-    return _snapshot(token)
-
-
-def claim_generation(generation_id, settings):
-    """Claim one generation by id (single photos have no batch to pick from)."""
-    now = utcnow()
-    token = uuid.uuid4().hex
-    result = db.session.execute(
-        update(Generation)
-        .where(Generation.id == generation_id, _runnable(Generation, now))
-        .values(**_lease(token, now, settings))
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        db.session.rollback()
-        return None
-    db.session.commit()
-    return _snapshot(token)
-
-
-def _snapshot(token):
-    generation = db.session.scalar(select(Generation).where(Generation.lease_owner == token))
-    # End the read transaction: nothing may stay open while the engine works.
-    db.session.close()
-    return Claim(generation, token)
 
 
 def run_claim(claim, provider, storage, settings):
@@ -362,6 +246,15 @@ def poll_step(generation_id, provider, storage, settings):
     if generation is None:
         return StepResult()  # finished or reclaimed: a duplicate poll does nothing
     claim = Claim(generation, generation.lease_owner)
+    waited = (utcnow() - generation.started_at).total_seconds()
+    if waited > settings.poll_timeout_seconds:
+        minutes = settings.poll_timeout_seconds // 60
+        message = (
+            f"The image engine did not finish this image within {minutes} minutes. "
+            "Your credits were refunded."
+        )
+        fail_and_refund(generation, claim.token, "upstream_timeout", message)
+        return StepResult(ring_batch=generation.batch_id, finished_batch=_finalize(generation))
     try:
         outcome = provider.poll(generation.provider_task_id, _request_for(generation))
     except Exception:
@@ -371,8 +264,11 @@ def poll_step(generation_id, provider, storage, settings):
         _fenced_update(claim, lease_expires_at=_lease_end(settings))
         return StepResult(poll_generation=generation.id)
     record_outcome(claim, outcome, storage, settings)
-    finished = finalize_batch(generation.batch_id) if generation.batch_id else False
-    return StepResult(ring_batch=generation.batch_id, finished_batch=finished)
+    return StepResult(ring_batch=generation.batch_id, finished_batch=_finalize(generation))
+
+
+def _finalize(generation):
+    return finalize_batch(generation.batch_id) if generation.batch_id else False
 
 
 def _request_for(generation, input_image=None):

@@ -1,0 +1,133 @@
+"""Claims: one compare-and-set UPDATE moves a pending generation to processing under a lease.
+
+The lease token is the fence: every later write about that attempt says
+`WHERE lease_owner = :token`, so a worker whose lease expired and was taken over can never
+overwrite the newer attempt, and a duplicate task finds nothing to claim.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from ..extensions import db
+from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+
+
+@dataclass(frozen=True)
+class Settings:
+    lease_seconds: int
+    max_attempts: int
+    poll_timeout_seconds: int = 900
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(
+            lease_seconds=config["LEASE_SECONDS"],
+            max_attempts=config["MAX_ATTEMPTS"],
+            poll_timeout_seconds=config["POLL_TIMEOUT_SECONDS"],
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One attempt at a generation, owned by whoever holds `token`."""
+
+    generation: Generation  # detached snapshot taken at claim time
+    token: str
+
+
+def _lease(token, now, settings):
+    return {
+        "status": GenerationStatus.PROCESSING,
+        "lease_owner": token,
+        "lease_expires_at": now + timedelta(seconds=settings.lease_seconds),
+        "attempts": Generation.attempts + 1,
+        "started_at": now,
+        "not_before": None,
+    }
+
+
+def _runnable(table, now):
+    return (table.status == GenerationStatus.PENDING) & or_(
+        table.not_before.is_(None), table.not_before <= now
+    )
+
+
+def claim_for_batch(batch_id, settings):
+    """Claim the batch's next runnable generation if fewer than `concurrency` are in flight."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    # On PostgreSQL the row lock serialises claims of one batch; SQLite's write lock does it there.
+    batch = db.session.execute(
+        select(Batch.concurrency, Batch.status).where(Batch.id == batch_id).with_for_update()
+    ).first()
+    if batch is None or batch.status not in BatchStatus.ACTIVE:
+        db.session.rollback()
+        return None
+    candidate, in_flight = aliased(Generation), aliased(Generation)
+    next_id = (
+        select(candidate.id)
+        .where(candidate.batch_id == batch_id, _runnable(candidate, now))
+        .order_by(candidate.position)
+        .limit(1)
+        .scalar_subquery()
+    )
+    processing = (
+        select(func.count())
+        .select_from(in_flight)
+        .where(in_flight.batch_id == batch_id, in_flight.status == GenerationStatus.PROCESSING)
+        .scalar_subquery()
+    )
+    result = db.session.execute(
+        update(Generation)
+        .where(
+            Generation.id == next_id,
+            Generation.status == GenerationStatus.PENDING,
+            processing < batch.concurrency,
+        )
+        .values(**_lease(token, now, settings))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        return None
+    db.session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values(
+            status=case(
+                (Batch.status == BatchStatus.QUEUED, BatchStatus.RUNNING), else_=Batch.status
+            ),
+            started_at=func.coalesce(Batch.started_at, now),
+            heartbeat_at=now,
+        )
+    )
+    db.session.commit()
+    return _snapshot(token)
+
+
+def claim_generation(generation_id, settings):
+    """Claim one generation by id (single photos have no batch to pick from)."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    result = db.session.execute(
+        update(Generation)
+        .where(Generation.id == generation_id, _runnable(Generation, now))
+        .values(**_lease(token, now, settings))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        return None
+    db.session.commit()
+    return _snapshot(token)
+
+
+def _snapshot(token):
+    generation = db.session.scalar(select(Generation).where(Generation.lease_owner == token))
+    # End the read transaction: nothing may stay open while the engine works.
+    db.session.close()
+    return Claim(generation, token)
