@@ -235,3 +235,21 @@ def max_overlap(rows):
         current += step
         peak = max(peak, current)
     return peak
+
+
+def csrf_token_from(html):
+    """The CSRF token a rendered form carries."""
+    import re
+
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+def signed_in_browser(app, token):
+    """A test client with a session, signed in through the login form as a person would."""
+    http = app.test_client()
+    page = http.get("/login").get_data(as_text=True)
+    response = http.post("/login", data={"token": token, "csrf_token": csrf_token_from(page)})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return http

@@ -6,7 +6,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from .extensions import db
+from .extensions import csrf, db
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,6 +44,13 @@ def create_app(config=None, instance_path=None):
 
     app.register_blueprint(api_bp)
     app.register_blueprint(web_bp)
+    # Forms carry CSRF tokens; the JSON API is exempt: it needs a JSON body or a Bearer token,
+    # which a cross-site form can send neither of (and the session cookie is SameSite=Lax).
+    csrf.init_app(app)
+    csrf.exempt(api_bp)
+    from .storage.views import signed_url
+
+    app.jinja_env.globals["signed_url"] = signed_url
 
     from . import cli
 

@@ -1,5 +1,6 @@
 """JSON shapes of the API answers (the contract in shared/spec/seed-batch-generation-api.md)."""
 
+from ..generation.progress import Progress
 from ..models import GenerationStatus
 from ..storage.views import signed_url
 
@@ -23,16 +24,14 @@ def generation_result(generation):
 
 def summary(generations):
     """Counts by status; `completed` counts successes, as the contract names it."""
-    counts = {status: 0 for status in GenerationStatus.ALL}
-    for generation in generations:
-        counts[generation.status] += 1
+    progress = Progress.of(generations)
     return {
-        "total": len(generations),
-        "pending": counts[GenerationStatus.PENDING],
-        "processing": counts[GenerationStatus.PROCESSING],
-        "completed": counts[GenerationStatus.SUCCESS],
-        "failed": counts[GenerationStatus.FAILED],
-        "cancelled": counts[GenerationStatus.CANCELLED],
+        "total": progress.total,
+        "pending": progress.pending,
+        "processing": progress.processing,
+        "completed": progress.success,
+        "failed": progress.failed,
+        "cancelled": progress.cancelled,
     }
 
 

@@ -6,7 +6,7 @@ API tokens are stored as their SHA-256 only; the token itself is shown once, whe
 import hashlib
 import secrets
 
-from flask import jsonify, request
+from flask import jsonify, make_response, redirect, request, url_for
 from sqlalchemy import select
 
 from ..extensions import db, login_manager
@@ -56,13 +56,19 @@ def load_user_from_bearer(req):
 
 @login_manager.unauthorized_handler
 def unauthorized():
-    """APIs get 401 JSON; pages get the same message until the web login lands."""
-    message = "Authentication required: send Authorization: Bearer <token> or a session cookie."
-    response = jsonify(error=message)
-    response.status_code = 401
+    """APIs get 401 JSON; pages go to the sign-in page (htmx requests via HX-Redirect)."""
     if request.path.startswith("/api/"):
+        message = "Authentication required: send Authorization: Bearer <token> or a session cookie."
+        response = jsonify(error=message)
+        response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="batchgen"'
-    return response
+        return response
+    login_url = url_for("web.login", next=request.full_path.rstrip("?"))
+    if request.headers.get("HX-Request") == "true":
+        response = make_response("", 401)
+        response.headers["HX-Redirect"] = login_url
+        return response
+    return redirect(login_url)
 
 
 def init_app(app):

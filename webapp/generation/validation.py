@@ -127,6 +127,35 @@ def parse_batch_request(payload, catalog, limits):
     )
 
 
+def parse_batch_upload(fields, uploads, catalog, limits):
+    """Check the web upload form: `fields` like the JSON body, `uploads` [(filename, bytes)]."""
+    generation = _parse_generation(fields, catalog, mode="i2i")
+    if not uploads:
+        raise ValidationError("Choose at least one image", "images")
+    if len(uploads) > limits.max_images:
+        raise ValidationError(
+            f"{len(uploads)} images chosen; at most {limits.max_images} are allowed", "images"
+        )
+    images = []
+    seen = set()
+    for filename, raw in uploads:
+        name = (filename or "image")[:MAX_CLIENT_ID_CHARS]
+        client_id, copy = name, 1
+        while client_id in seen:  # two files may share a name; client ids may not
+            copy += 1
+            client_id = f"{name} ({copy})"
+        seen.add(client_id)
+        images.append(check_image(raw, name, limits, client_id))
+    concurrency = fields.get("concurrency")
+    if isinstance(concurrency, str):
+        concurrency = int(concurrency) if concurrency.strip().isdigit() else concurrency or None
+    return BatchSpec(
+        generation=generation,
+        concurrency=_parse_concurrency(concurrency, limits),
+        images=tuple(images),
+    )
+
+
 def parse_photo_request(payload, catalog, limits):
     """Check a POST /api/generate/photo body; answer a PhotoSpec or raise ValidationError."""
     payload = _require_object(payload)
@@ -161,21 +190,23 @@ def decode_image(data_url, field, limits, client_id=None):
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ValidationError(f"{field} is not valid base64", field) from None
+    return check_image(raw, field, limits, client_id, PILLOW_FORMATS[match.group("kind").lower()])
+
+
+def check_image(raw, field, limits, client_id=None, expected_format=None):
+    """Prove with Pillow that `raw` is a whole PNG, JPEG or WebP (or `expected_format`) image
+    within the byte and pixel limits; answers an ImageInput."""
     if not raw:
         raise ValidationError(f"{field} is empty", field)
     if len(raw) > limits.max_image_bytes:
         raise ValidationError(_too_big(field, limits), field)
-    expected = PILLOW_FORMATS[match.group("kind").lower()]
-    width, height = _verify_image(raw, expected, field, limits)
-    return ImageInput(client_id, raw, EXTENSIONS[expected], width, height)
-
-
-def _verify_image(raw, expected_format, field, limits):
-    declared = expected_format.lower()
+    formats = [expected_format] if expected_format else list(EXTENSIONS)
+    described = expected_format or "PNG, JPEG or WebP"
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(raw), formats=[expected_format]) as image:
+            with Image.open(io.BytesIO(raw), formats=formats) as image:
+                found_format = image.format
                 width, height = image.size
                 if width * height > limits.max_pixels:
                     raise ValidationError(_too_many_pixels(field, width, height, limits), field)
@@ -186,10 +217,8 @@ def _verify_image(raw, expected_format, field, limits):
             raise ValidationError(_too_many_pixels(field, None, None, limits), field) from None
         except Exception:
             # Pillow raises many types for corrupt data; to the client they all mean one thing.
-            raise ValidationError(
-                f"{field} is not a readable {declared.upper()} image", field
-            ) from None
-    return width, height
+            raise ValidationError(f"{field} is not a readable {described} image", field) from None
+    return ImageInput(client_id, raw, EXTENSIONS[found_format], width, height)
 
 
 def _decode_fully(image):
