@@ -22,6 +22,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+TILE_STATUSES = "grid => [...grid.querySelectorAll('.tile')].map(tile => tile.dataset.status)"
+
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 
@@ -86,7 +88,7 @@ def test_upload_and_watch_the_grid_until_every_image_is_done(live_server, chromi
     statuses_seen = set()
     for _ in range(300):  # up to 30 s; the batch takes about 5
         grid = page.locator("#batch-grid")
-        statuses_seen.update(grid.evaluate("g => [...g.querySelectorAll('.tile')].map(t => t.dataset.status)"))
+        statuses_seen.update(grid.evaluate(TILE_STATUSES))
         if grid.get_attribute("data-status") == "completed":
             break
         page.wait_for_timeout(100)
