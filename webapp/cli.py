@@ -41,7 +41,10 @@ def create_user(name, initial_credits):
     token = create_token(user.id)
     db.session.commit()
     click.echo(f"Created user {name} (id {user.id}) with {initial_credits} credits.")
-    click.echo("API token (shown once; send it as 'Authorization: Bearer <token>'):")
+    click.echo(
+        "API token (shown once): sign in with it at /login, "
+        "or send it as 'Authorization: Bearer <token>':"
+    )
     click.echo(token)
 
 
@@ -112,8 +115,8 @@ def serve(host, port, workers):
         f"queue: {backend}, database: {db.engine.url.render_as_string(hide_password=True)})\n"
         "To log in, create a user in another terminal:\n"
         "  .venv/bin/flask --app app users create alice --credits 100\n"
-        "and send the token it prints as 'Authorization: Bearer <token>' (see README.md).\n"
-        "Press Ctrl+C to stop."
+        f"then sign in at {base}/login with the token it prints last, or send it to the API\n"
+        "as 'Authorization: Bearer <token>' (see README.md). Press Ctrl+C to stop."
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
