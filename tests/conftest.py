@@ -3,6 +3,7 @@
 import pytest
 
 from tests.support import (
+    CREATED_APPS,
     IN_CI,
     REDIS_URL,
     ApiClient,
@@ -14,13 +15,21 @@ from tests.support import (
 from webapp.extensions import db
 
 
+@pytest.fixture(autouse=True)
+def ledger_invariant():
+    """After every test, every app it built has credits == sum(ledger) for every user."""
+    CREATED_APPS.clear()
+    yield
+    for built in CREATED_APPS:
+        assert_ledger_balanced(built)
+        with built.app_context():
+            db.engine.dispose()
+    CREATED_APPS.clear()
+
+
 @pytest.fixture
 def app(tmp_path):
-    app = make_app(tmp_path)
-    yield app
-    assert_ledger_balanced(app)
-    with app.app_context():
-        db.engine.dispose()
+    return make_app(tmp_path)
 
 
 @pytest.fixture

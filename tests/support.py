@@ -36,10 +36,16 @@ def app_config(tmp_path, **overrides):
     return config
 
 
+# Every app a test builds; conftest checks their ledgers after each test.
+CREATED_APPS = []
+
+
 def make_app(tmp_path, **overrides):
+    """An app whose files live under tmp_path, with its tables created."""
     app = create_app(app_config(tmp_path, **overrides), instance_path=str(tmp_path))
     with app.app_context():
         db.create_all()
+    CREATED_APPS.append(app)
     return app
 
 
@@ -47,9 +53,8 @@ def assert_ledger_balanced(app):
     """credits == sum(ledger) for every user, and nobody is below zero."""
     with app.app_context():
         assert billing.ledger_mismatches() == []
-        assert db.session.scalar(select(db.func.min(User.credits))) in (None,) or (
-            db.session.scalar(select(db.func.min(User.credits))) >= 0
-        )
+        lowest = db.session.scalar(select(db.func.min(User.credits)))
+        assert lowest is None or lowest >= 0
 
 
 def create_user(app, name="alice", credits=100):

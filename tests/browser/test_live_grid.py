@@ -8,7 +8,6 @@ import pytest
 from werkzeug.serving import make_server
 
 from tests.support import IN_CI, create_user, image_bytes, make_app, running_consumer
-from webapp.extensions import db
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,8 +52,6 @@ def live_server(tmp_path):
     server.shutdown()
     thread.join()
     server.server_close()
-    with app.app_context():
-        db.engine.dispose()
 
 
 def test_upload_and_watch_the_grid_until_every_image_is_done(live_server, chromium, tmp_path):

@@ -21,7 +21,6 @@ from tests.support import (
     running_consumer,
     wait_for,
 )
-from webapp.extensions import db
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,9 +54,6 @@ def test_batch_end_to_end_on_sqlite_huey_with_a_consumer_thread(tmp_path):
     with running_consumer(app, workers=3):
         _run_batch(app, client)
 
-    with app.app_context():
-        db.engine.dispose()
-
 
 @pytest.mark.e2e
 def test_photo_answers_with_the_finished_image_when_a_consumer_runs(tmp_path):
@@ -84,8 +80,6 @@ def test_photo_answers_with_the_finished_image_when_a_consumer_runs(tmp_path):
     assert answer["cost"] == 3
     assert _fetch_image(app, answer["imageUrl"]) == (1024, 1024)
     assert client.balance() == 97
-    with app.app_context():
-        db.engine.dispose()
 
 
 @pytest.mark.e2e
@@ -122,6 +116,4 @@ def test_batch_end_to_end_on_redis_with_a_huey_consumer_process(tmp_path, redis_
             consumer.wait(timeout=20)
         except subprocess.TimeoutExpired:
             consumer.kill()
-        with app.app_context():
-            db.engine.dispose()
     assert "run_lane" in log_path.read_text()

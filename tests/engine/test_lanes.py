@@ -36,10 +36,7 @@ def _create(client, count, **fields):
 @pytest.fixture
 def slow_app(tmp_path):
     """An app whose queue is a real SqliteHuey and whose engine takes 0.15 s per image."""
-    app = make_app(tmp_path, HUEY_MEMORY=False, LOCAL_ENGINE_DELAY=0.15)
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    return make_app(tmp_path, HUEY_MEMORY=False, LOCAL_ENGINE_DELAY=0.15)
 
 
 @pytest.mark.e2e
