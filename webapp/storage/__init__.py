@@ -73,8 +73,13 @@ def _signature(secret, key, expires):
 
 
 def sign(key, secret, ttl_seconds, now=None):
-    """Query parameters that grant access to `key` for `ttl_seconds`."""
-    expires = int((now or time.time()) + ttl_seconds)
+    """Query parameters that grant access to `key` for between `ttl_seconds` and twice that.
+
+    The expiry is rounded up to a whole number of periods, so the same image gets the same link
+    for a while: a page that re-renders every few seconds lets the browser cache its images.
+    """
+    now = int(now or time.time())
+    expires = (now // ttl_seconds + 2) * ttl_seconds
     return {"expires": expires, "signature": _signature(secret, key, expires)}
 
 
