@@ -246,25 +246,31 @@ def poll_step(generation_id, provider, storage, settings):
     if generation is None:
         return StepResult()  # finished or reclaimed: a duplicate poll does nothing
     claim = Claim(generation, generation.lease_owner)
-    waited = (utcnow() - generation.started_at).total_seconds()
-    if waited > settings.poll_timeout_seconds:
-        minutes = settings.poll_timeout_seconds // 60
-        message = (
-            f"The image engine did not finish this image within {minutes} minutes. "
-            "Your credits were refunded."
-        )
-        fail_and_refund(generation, claim.token, "upstream_timeout", message)
-        return StepResult(ring_batch=generation.batch_id, finished_batch=_finalize(generation))
     try:
         outcome = provider.poll(generation.provider_task_id, _request_for(generation))
     except Exception:
+        # The task is paid for upstream: keep asking (until the deadline), never resubmit.
         log.exception("polling %s failed", generation.id)
-        outcome = Failed("engine_error", "Asking the image engine for the result failed.", True)
+        outcome = Pending()
     if isinstance(outcome, Pending):
-        _fenced_update(claim, lease_expires_at=_lease_end(settings))
-        return StepResult(poll_generation=generation.id)
-    record_outcome(claim, outcome, storage, settings)
+        waited = (utcnow() - generation.started_at).total_seconds()
+        if waited <= settings.poll_timeout_seconds:
+            _fenced_update(claim, lease_expires_at=_lease_end(settings))
+            return StepResult(poll_generation=generation.id)
+        message = (
+            "The image engine did not finish this image within "
+            f"{_duration(settings.poll_timeout_seconds)}. Your credits were refunded."
+        )
+        fail_and_refund(generation, claim.token, "upstream_timeout", message)
+    else:
+        record_outcome(claim, outcome, storage, settings)
     return StepResult(ring_batch=generation.batch_id, finished_batch=_finalize(generation))
+
+
+def _duration(seconds):
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{seconds // 60} minutes"
 
 
 def _finalize(generation):
