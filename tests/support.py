@@ -258,3 +258,15 @@ def signed_in_browser(app, token):
     response = http.post("/login", data={"token": token, "csrf_token": csrf_token_from(page)})
     assert response.status_code == 303, response.get_data(as_text=True)
     return http
+
+
+def fetch_result(app, image_url):
+    """(format, size) of an image fetched through its signed link, as a client without a cookie."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(image_url)
+    with app.test_client().get(f"{url.path}?{url.query}") as response:
+        assert response.status_code == 200, response.status
+        with Image.open(io.BytesIO(response.data)) as image:
+            image.load()
+            return image.format, image.size

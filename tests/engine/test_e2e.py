@@ -1,15 +1,12 @@
 """End to end: the HTTP API, a real queue, a real consumer, and the real result images."""
 
-import io
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from PIL import Image
 
 from tests.support import (
     ApiClient,
@@ -17,6 +14,7 @@ from tests.support import (
     batch_body,
     batch_finished,
     create_user,
+    fetch_result,
     make_app,
     running_consumer,
     wait_for,
@@ -25,13 +23,6 @@ from tests.support import (
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _fetch_image(app, image_url):
-    url = urlsplit(image_url)
-    with app.test_client().get(f"{url.path}?{url.query}") as response:
-        assert response.status_code == 200
-        with Image.open(io.BytesIO(response.data)) as image:
-            image.load()
-            return image.size
 
 
 def _run_batch(app, client):
@@ -41,7 +32,7 @@ def _run_batch(app, client):
     assert detail["status"] == "completed"
     assert detail["summary"]["completed"] == 6
     for result in detail["results"]:
-        assert _fetch_image(app, result["imageUrl"]) == (768, 1024)
+        assert fetch_result(app, result["imageUrl"]) == ("PNG", (768, 1024))
     assert client.balance() == 100 - 18
     return detail
 
@@ -78,7 +69,7 @@ def test_photo_answers_with_the_finished_image_when_a_consumer_runs(tmp_path):
     assert answer["status"] == "success"
     assert answer["error"] is None
     assert answer["cost"] == 3
-    assert _fetch_image(app, answer["imageUrl"]) == (1024, 1024)
+    assert fetch_result(app, answer["imageUrl"]) == ("PNG", (1024, 1024))
     assert client.balance() == 97
 
 

@@ -2,7 +2,6 @@
 kie client, and a stub kie.ai on 127.0.0.1 (tests/kie_stub.py)."""
 
 import io
-from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
@@ -15,6 +14,7 @@ from tests.support import (
     batch_finished,
     create_user,
     data_url,
+    fetch_result,
     generation_rows,
     image_bytes,
     make_app,
@@ -51,14 +51,6 @@ def kie_app(tmp_path):
     return build
 
 
-def _fetch_image(app, image_url):
-    """(format, size) of a result, fetched through the app's signed media link."""
-    url = urlsplit(image_url)
-    with app.test_client().get(f"{url.path}?{url.query}") as response:
-        assert response.status_code == 200
-        with Image.open(io.BytesIO(response.data)) as image:
-            image.load()
-            return image.format, image.size
 
 
 def _edit_request(model_id):
@@ -101,7 +93,7 @@ def test_batch_through_kie_completes_with_one_upstream_task_per_image(kie_app):
         assert detail["status"] == "completed"
         assert [result["status"] for result in detail["results"]] == ["success"] * 4
         for result in detail["results"]:
-            assert _fetch_image(app, result["imageUrl"]) == ("PNG", RESULT_SIZE)
+            assert fetch_result(app, result["imageUrl"]) == ("PNG", RESULT_SIZE)
 
     rows = generation_rows(app, detail["batchId"])
     assert [row["attempts"] for row in rows] == [1, 1, 1, 1]
@@ -183,7 +175,7 @@ def test_photo_through_kie_answers_200_with_the_finished_image(kie_app):
         assert answer["status"] == "success"
         assert answer["error"] is None
         assert answer["cost"] == PRICE
-        assert _fetch_image(app, answer["imageUrl"]) == ("PNG", RESULT_SIZE)
+        assert fetch_result(app, answer["imageUrl"]) == ("PNG", RESULT_SIZE)
 
     [created] = stub.created
     assert created["model"] == "google/nano-banana-edit"
