@@ -15,6 +15,7 @@ from webapp.storage import get_storage
 
 log = logging.getLogger(__name__)
 
+
 def create_huey(config):
     """A Huey on Redis when REDIS_URL is set, else on a SQLite file under instance/."""
     name = config["HUEY_NAME"]
@@ -70,7 +71,6 @@ class Queue:
         self.run_lane = run_lane
         self.run_photo = run_photo
         self.poll_generation = poll_generation
-        self.reap_task = reap_periodically
 
     def _follow_up(self, step, ring_again, schedule, args):
         if step.poll_generation:
@@ -127,9 +127,7 @@ class EmbeddedConsumer(Consumer):
 
 
 def init_app(app):
-    huey = create_huey(app.config)
-    app.extensions["batchgen.queue"] = Queue(app, huey)
-    return huey
+    app.extensions["batchgen.queue"] = Queue(app, create_huey(app.config))
 
 
 def get_queue(app):
