@@ -1,8 +1,11 @@
-"""Errors are answers: JSON with an `error` string for the API, never a stack trace."""
+"""Errors are answers: JSON with an `error` string for the API, a friendly page for people.
+
+No stack trace ever reaches a client.
+"""
 
 import logging
 
-from flask import jsonify, request
+from flask import jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .extensions import db
@@ -20,26 +23,24 @@ def json_error(message, status, **fields):
     return response
 
 
+def _answer(status, title, message):
+    if wants_json():
+        return json_error(message, status)
+    return render_template("errors/error.html", code=status, title=title, message=message), status
+
+
 def init_app(app):
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error):
         limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-        message = f"The request body is larger than the {limit} MB limit."
-        if wants_json():
-            return json_error(message, 413)
-        return message, 413
+        return _answer(413, "Too large", f"The request body is larger than the {limit} MB limit.")
 
     @app.errorhandler(HTTPException)
     def http_error(error):
-        if wants_json():
-            return json_error(error.description or error.name, error.code)
-        return error
+        return _answer(error.code, error.name, error.description or error.name)
 
     @app.errorhandler(Exception)
     def unexpected_error(error):
         db.session.rollback()
         log.exception("unhandled error on %s %s", request.method, request.path)
-        message = "Internal server error; the operators have been told."
-        if wants_json():
-            return json_error(message, 500)
-        return message, 500
+        return _answer(500, "Something went wrong", "Internal server error; it has been logged.")

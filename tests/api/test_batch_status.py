@@ -152,3 +152,15 @@ def test_wrong_method_answers_json(api_client):
 
     assert response.status_code == 405
     assert response.is_json
+
+
+def test_an_unexpected_error_answers_json_500_without_a_stack_trace(app, api_client):
+    def broken():
+        raise RuntimeError("secret internals")
+
+    app.add_url_rule("/api/broken", "broken", broken)
+
+    response = api_client.get("/api/broken")
+
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "Internal server error; it has been logged."}

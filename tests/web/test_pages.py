@@ -228,3 +228,11 @@ def test_sign_out_ends_the_session(app, user):
     http.post("/logout", data={"csrf_token": csrf_token_from(page)})
 
     assert http.get("/batches").status_code == 302
+
+
+def test_unknown_pages_get_a_friendly_html_page(client):
+    response = client.get("/no-such-page")
+
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    assert "Back to the start page" in response.get_data(as_text=True)
