@@ -23,5 +23,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+bench: $(STAMP)
+	$(BIN)/python -m bench.lanes
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
