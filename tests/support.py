@@ -136,6 +136,20 @@ def batch_body(count=2, **fields):
     return body
 
 
+def photo_body(**fields):
+    """A POST /api/generate/photo body as the existing client sends it (a JPEG to edit)."""
+    body = {
+        "model": "flux-2",
+        "prompt": "Make it grayscale",
+        "mode": "i2i",
+        "referenceImage": data_url(image_bytes("JPEG"), "jpeg"),
+        "quality": "1k",
+        "aspectRatio": "1:1",
+    }
+    body.update(fields)
+    return body
+
+
 def drain(app, limit=1000):
     """Run every task waiting in the app's in-memory queue, as a consumer would."""
     from tasks import get_queue

@@ -4,20 +4,7 @@ import os
 
 import pytest
 
-from tests.support import ApiClient, create_user, data_url, drain, image_bytes, media_files
-
-
-def photo_body(**fields):
-    body = {
-        "model": "flux-2",
-        "prompt": "Make it grayscale",
-        "mode": "i2i",
-        "referenceImage": data_url(image_bytes("JPEG"), "jpeg"),
-        "quality": "1k",
-        "aspectRatio": "1:1",
-    }
-    body.update(fields)
-    return body
+from tests.support import ApiClient, create_user, drain, media_files, photo_body
 
 
 def test_photo_charges_per_request_and_answers_when_queued_work_is_slow(app, api_client):

@@ -14,8 +14,11 @@ from tests.support import (
     batch_body,
     batch_finished,
     create_user,
+    data_url,
     fetch_result,
+    image_bytes,
     make_app,
+    photo_body,
     running_consumer,
     wait_for,
 )
@@ -48,18 +51,9 @@ def test_batch_end_to_end_on_sqlite_huey_with_a_consumer_thread(tmp_path):
 
 @pytest.mark.e2e
 def test_photo_answers_with_the_finished_image_when_a_consumer_runs(tmp_path):
-    from tests.support import data_url, image_bytes
-
     app = make_app(tmp_path, HUEY_MEMORY=False, PHOTO_WAIT_SECONDS=30)
     client = ApiClient(app, *create_user(app))
-    body = {
-        "model": "nano-banana",
-        "prompt": "Add white background",
-        "mode": "i2i",
-        "referenceImage": data_url(image_bytes("WEBP"), "webp"),
-        "quality": "1k",
-        "aspectRatio": "1:1",
-    }
+    body = photo_body(model="nano-banana", referenceImage=data_url(image_bytes("WEBP"), "webp"))
 
     with running_consumer(app, workers=1):
         response = client.post("/api/generate/photo", json=body)

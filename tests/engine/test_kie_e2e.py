@@ -18,6 +18,7 @@ from tests.support import (
     generation_rows,
     image_bytes,
     make_app,
+    photo_body,
     running_consumer,
     wait_for,
 )
@@ -159,14 +160,10 @@ def test_photo_through_kie_answers_200_with_the_finished_image(kie_app):
     with KieStub(polls_until_done=0) as stub:
         app = kie_app(stub, PHOTO_WAIT_SECONDS=30)
         client = ApiClient(app, *create_user(app))
-        body = {
-            "model": "nano-banana",
-            "prompt": "Add white background",
-            "mode": "i2i",
-            "referenceImage": data_url(image_bytes("WEBP", size=INPUT_SIZE), "webp"),
-            "quality": "1k",
-            "aspectRatio": "1:1",
-        }
+        body = photo_body(
+            model="nano-banana",
+            referenceImage=data_url(image_bytes("WEBP", size=INPUT_SIZE), "webp"),
+        )
         with running_consumer(app, workers=2):
             response = client.post("/api/generate/photo", json=body)
 
