@@ -47,6 +47,8 @@ def _lease(token, now, settings):
         "attempts": Generation.attempts + 1,
         "started_at": now,
         "not_before": None,
+        # A new attempt has no upstream task yet; the reaper must not poll an old one for it.
+        "provider_task_id": None,
     }
 
 

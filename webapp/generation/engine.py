@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
 
+
 @dataclass(frozen=True)
 class StepResult:
     """What the queue should do after a lane step."""
