@@ -47,7 +47,7 @@ def from_environment(instance_path):
         # Scheduling.
         "DEFAULT_CONCURRENCY": _int("DEFAULT_CONCURRENCY", 4),
         "MAX_CONCURRENCY": _int("MAX_CONCURRENCY", 8),
-        "LEASE_SECONDS": _int("LEASE_SECONDS", 300),
+        "LEASE_SECONDS": _int("LEASE_SECONDS", 120),
         "MAX_ATTEMPTS": _int("MAX_ATTEMPTS", 3),
         "STALL_SECONDS": _int("STALL_SECONDS", 30),
         "PHOTO_WAIT_SECONDS": _float("PHOTO_WAIT_SECONDS", 120.0),
