@@ -236,3 +236,14 @@ def test_unknown_pages_get_a_friendly_html_page(client):
     assert response.status_code == 404
     assert response.mimetype == "text/html"
     assert "Back to the start page" in response.get_data(as_text=True)
+
+
+def test_account_page_shows_the_balance_and_its_ledger(app, user):
+    client = ApiClient(app, *user)
+    batch_id = client.post("/api/generate/batch", json=batch_body(2)).get_json()["batchId"]
+
+    html = signed_in_browser(app, user[1]).get("/account").get_data(as_text=True)
+
+    assert "94⭐" in html
+    assert "+100⭐" in html and "-6⭐" in html
+    assert batch_id in html

@@ -22,7 +22,7 @@ from ..extensions import db
 from ..generation.creation import create_batch
 from ..generation.progress import Progress
 from ..generation.validation import Limits, ValidationError, parse_batch_upload
-from ..models import Batch
+from ..models import Batch, LedgerEntry
 from ..providers import get_provider
 from ..storage import get_storage
 from .archive import results_archive
@@ -30,6 +30,7 @@ from .archive import results_archive
 bp = Blueprint("web", __name__)
 
 HISTORY_PAGE_SIZE = 50
+LEDGER_PAGE_SIZE = 100
 
 
 def page_or_fragment(page, fragment, **context):
@@ -140,6 +141,19 @@ def download(batch_id):
     return send_file(
         archive, mimetype="application/zip", as_attachment=True, download_name=f"{batch.id}.zip"
     )
+
+
+@bp.get("/account")
+@login_required
+def account():
+    """The balance and every credit movement behind it, newest first."""
+    entries = db.session.scalars(
+        select(LedgerEntry)
+        .where(LedgerEntry.user_id == current_user.id)
+        .order_by(LedgerEntry.id.desc())
+        .limit(LEDGER_PAGE_SIZE)
+    ).all()
+    return render_template("account/index.html", entries=entries)
 
 
 @bp.route("/login", methods=["GET", "POST"])
