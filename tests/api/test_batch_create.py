@@ -238,11 +238,14 @@ def test_balance_covering_exactly_the_price_is_enough(app):
     assert client.balance() == 0
 
 
-def test_without_auth_the_api_answers_401_json(client):
-    response = client.post("/api/generate/batch", json=batch_body(1))
+def test_without_auth_the_api_answers_401_json_and_nothing_happens(app, api_client):
+    response = app.test_client().post("/api/generate/batch", json=batch_body(1))
 
     assert response.status_code == 401
     assert "error" in response.get_json()
+    assert api_client.balance() == 100
+    assert api_client.ledger() == [("grant", 100)]
+    assert media_files(app) == []
 
 
 def test_a_wrong_token_is_401(client):

@@ -109,6 +109,8 @@ def test_another_users_batch_and_generations_are_not_found(app, api_client):
     assert by_ids.status_code == 404
     assert by_batch.status_code == 404
     assert with_batch_param.status_code == 404
+    assert mallory.balance() == 100 and mallory.ledger() == [("grant", 100)]
+    assert api_client.balance() == 94
     unknown = mallory.get("/api/generate/batch?jobIds=gen_doesnotexist")
     assert unknown.status_code == 404
     # A foreign id and an unknown one get the same answer: nothing leaks.
