@@ -22,13 +22,17 @@ def create_app(config=None, instance_path=None):
         template_folder="../templates",
         static_folder="../static",
     )
-    from .config import from_environment
+    from . import config as settings
 
     os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(settings.defaults(app.instance_path))
     app.config.from_pyfile("config.py", silent=True)
-    app.config.update(from_environment(app.instance_path))
+    app.config.from_mapping(settings.from_environment())
     if config:
-        app.config.update(config)
+        app.config.from_mapping(config)
+    if not app.config["SECRET_KEY"]:
+        # Kept in instance/, so a restart keeps sessions and signed links valid.
+        app.config["SECRET_KEY"] = settings.instance_secret(app.instance_path)
 
     db.init_app(app)
 

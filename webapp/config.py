@@ -1,74 +1,111 @@
-"""Settings read from the environment, with the embedded defaults.
+"""Settings: the embedded defaults, and the environment variables that override them.
 
-Layers, lowest first: these defaults, then ``instance/config.py``, then the environment
-(read here), then the dict a test passes to ``create_app``.
+Layers, lowest first: `defaults()`, then `instance/config.py`, then `from_environment()`, then
+the dict a test passes to `create_app`. Unset means the embedded default.
 """
 
 import os
 import secrets
 
 
-def _int(name, default):
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+def _url(value):
+    return value.rstrip("/") or None
 
 
-def _float(name, default):
-    value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
+def _flag(value):
+    return value == "1"
 
 
-def from_environment(instance_path):
-    """Return the settings as a dict, with the embedded default for anything unset."""
-    secret = os.environ.get("SECRET_KEY")
+# Setting name → (environment variable, how to read it). Settings absent here are code-only.
+ENVIRONMENT = {
+    "SECRET_KEY": ("SECRET_KEY", str),
+    "SQLALCHEMY_DATABASE_URI": ("DATABASE_URL", str),
+    "REDIS_URL": ("REDIS_URL", str),
+    "HUEY_NAME": ("HUEY_NAME", str),
+    "MEDIA_ROOT": ("MEDIA_ROOT", str),
+    "PUBLIC_BASE_URL": ("PUBLIC_BASE_URL", _url),
+    "GENERATION_BACKEND": ("GENERATION_BACKEND", str),
+    "KIE_API_KEY": ("KIE_API_KEY", str),
+    "KIE_API_BASE": ("KIE_API_BASE", _url),
+    "KIE_UPLOAD_BASE": ("KIE_UPLOAD_BASE", _url),
+    "TELEGRAM_BOT_TOKEN": ("TELEGRAM_BOT_TOKEN", str),
+    "MAX_BATCH_IMAGES": ("MAX_BATCH_IMAGES", int),
+    "MAX_IMAGE_BYTES": ("MAX_IMAGE_BYTES", int),
+    "MAX_IMAGE_PIXELS": ("MAX_IMAGE_PIXELS", int),
+    "MAX_CONTENT_LENGTH": ("MAX_REQUEST_BYTES", int),
+    "DEFAULT_CONCURRENCY": ("DEFAULT_CONCURRENCY", int),
+    "MAX_CONCURRENCY": ("MAX_CONCURRENCY", int),
+    "LEASE_SECONDS": ("LEASE_SECONDS", int),
+    "MAX_ATTEMPTS": ("MAX_ATTEMPTS", int),
+    "STALL_SECONDS": ("STALL_SECONDS", int),
+    "PHOTO_WAIT_SECONDS": ("PHOTO_WAIT_SECONDS", float),
+    "POLL_TIMEOUT_SECONDS": ("POLL_TIMEOUT_SECONDS", int),
+    "SIGNED_URL_SECONDS": ("SIGNED_URL_SECONDS", int),
+    "EMBEDDED_WORKERS": ("EMBEDDED_WORKERS", int),
+    "LOCAL_ENGINE_DELAY": ("LOCAL_ENGINE_DELAY", float),
+    "SESSION_COOKIE_SECURE": ("SESSION_COOKIE_SECURE", _flag),
+}
+
+
+def defaults(instance_path):
+    """The embedded default: everything on this machine, under instance/."""
     return {
-        # Without SECRET_KEY, sessions and signed links only live as long as this process;
-        # `make run` writes a persistent one into instance/ (see webapp.cli).
-        "SECRET_KEY": secret or _instance_secret(instance_path),
-        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL")
-        or "sqlite:///" + os.path.join(instance_path, "app.db"),
-        "REDIS_URL": os.environ.get("REDIS_URL") or None,
-        "HUEY_NAME": os.environ.get("HUEY_NAME", "batchgen"),
+        "SECRET_KEY": None,  # create_app falls back to instance/secret_key
+        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + os.path.join(instance_path, "app.db"),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": None,
+        "HUEY_NAME": "batchgen",
         "HUEY_SQLITE_PATH": os.path.join(instance_path, "huey.db"),
-        "MEDIA_ROOT": os.environ.get("MEDIA_ROOT") or os.path.join(instance_path, "media"),
-        "PUBLIC_BASE_URL": (os.environ.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
-        "GENERATION_BACKEND": os.environ.get("GENERATION_BACKEND", "local"),
-        "KIE_API_KEY": os.environ.get("KIE_API_KEY"),
-        "KIE_API_BASE": os.environ.get("KIE_API_BASE", "https://api.kie.ai").rstrip("/"),
-        "KIE_UPLOAD_BASE": os.environ.get(
-            "KIE_UPLOAD_BASE", "https://kieai.redpandaai.co"
-        ).rstrip("/"),
-        "TELEGRAM_BOT_TOKEN": os.environ.get("TELEGRAM_BOT_TOKEN"),
+        "MEDIA_ROOT": os.path.join(instance_path, "media"),
+        "PUBLIC_BASE_URL": None,
+        "GENERATION_BACKEND": "local",
+        "KIE_API_KEY": None,
+        "KIE_API_BASE": "https://api.kie.ai",
+        "KIE_UPLOAD_BASE": "https://kieai.redpandaai.co",
+        "TELEGRAM_BOT_TOKEN": None,
         # Limits on what a client may send.
-        "MAX_BATCH_IMAGES": _int("MAX_BATCH_IMAGES", 50),
-        "MAX_IMAGE_BYTES": _int("MAX_IMAGE_BYTES", 10 * 1024 * 1024),
-        "MAX_IMAGE_PIXELS": _int("MAX_IMAGE_PIXELS", 40_000_000),
-        "MAX_CONTENT_LENGTH": _int("MAX_REQUEST_BYTES", 100 * 1024 * 1024),
+        "MAX_BATCH_IMAGES": 50,
+        "MAX_IMAGE_BYTES": 10 * 1024 * 1024,
+        "MAX_IMAGE_PIXELS": 40_000_000,
+        "MAX_CONTENT_LENGTH": 100 * 1024 * 1024,
         # Scheduling.
-        "DEFAULT_CONCURRENCY": _int("DEFAULT_CONCURRENCY", 4),
-        "MAX_CONCURRENCY": _int("MAX_CONCURRENCY", 8),
-        "LEASE_SECONDS": _int("LEASE_SECONDS", 120),
-        "MAX_ATTEMPTS": _int("MAX_ATTEMPTS", 3),
-        "STALL_SECONDS": _int("STALL_SECONDS", 30),
-        "PHOTO_WAIT_SECONDS": _float("PHOTO_WAIT_SECONDS", 120.0),
+        "DEFAULT_CONCURRENCY": 4,
+        "MAX_CONCURRENCY": 8,
+        "LEASE_SECONDS": 120,
+        "MAX_ATTEMPTS": 3,
+        "STALL_SECONDS": 30,
+        "PHOTO_WAIT_SECONDS": 120.0,
         # An async engine (kie.ai) that has not finished an image by then fails it, refunded.
-        "POLL_TIMEOUT_SECONDS": _int("POLL_TIMEOUT_SECONDS", 900),
+        "POLL_TIMEOUT_SECONDS": 900,
         # Seconds between polls of an async engine: quick at first, then slower.
         "POLL_DELAYS": (2, 2, 3, 3, 5, 5, 5, 10, 10, 15),
-        "SIGNED_URL_SECONDS": _int("SIGNED_URL_SECONDS", 3600),
-        "EMBEDDED_WORKERS": _int("EMBEDDED_WORKERS", 4),
+        "SIGNED_URL_SECONDS": 3600,
+        "EMBEDDED_WORKERS": 4,
         # Simulated upstream latency of the local engine, per image (for demos and tests).
-        "LOCAL_ENGINE_DELAY": _float("LOCAL_ENGINE_DELAY", 0.0),
+        "LOCAL_ENGINE_DELAY": 0.0,
         # Sessions: the cookie name the existing client uses.
         "SESSION_COOKIE_NAME": "telegram_session",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": os.environ.get("SESSION_COOKIE_SECURE", "") == "1",
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SESSION_COOKIE_SECURE": False,
     }
 
 
-def _instance_secret(instance_path):
+def from_environment(environ=None):
+    """The settings whose environment variables are set (and not empty)."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for setting, (variable, parse) in ENVIRONMENT.items():
+        value = environ.get(variable, "")
+        if value != "":
+            try:
+                found[setting] = parse(value)
+            except ValueError:
+                raise ValueError(f"{variable}={value!r} is not valid") from None
+    return found
+
+
+def instance_secret(instance_path):
     """Read (or create once) instance/secret_key, so a restart keeps sessions and links valid."""
     path = os.path.join(instance_path, "secret_key")
     try:
@@ -81,7 +118,7 @@ def _instance_secret(instance_path):
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process (web or consumer) won the race
-        return _instance_secret(instance_path)
+        return instance_secret(instance_path)
     with os.fdopen(fd, "w") as handle:
         handle.write(key)
     return key
