@@ -32,7 +32,6 @@ class StepResult:
     wake_at: datetime | None = None  # nothing runnable before then
     poll_generation: str | None = None  # submitted to an async engine: poll it
     ring_batch: str | None = None  # a slot of this batch came free: ring its lane
-    finished_batch: bool = False
 
 
 def run_claim(claim, provider, storage, settings):
@@ -209,11 +208,13 @@ def lane_step(batch_id, provider, storage, settings):
     """One turn of a batch's lane: claim one generation and work on it."""
     claim = claim_for_batch(batch_id, settings)
     if claim is None:
-        return StepResult(finished_batch=finalize_batch(batch_id), wake_at=next_wake(batch_id))
+        finalize_batch(batch_id)
+        return StepResult(wake_at=next_wake(batch_id))
     outcome = run_claim(claim, provider, storage, settings)
     poll = claim.generation.id if isinstance(outcome, Submitted) else None
-    finished = False if poll else finalize_batch(batch_id)
-    return StepResult(worked=True, poll_generation=poll, finished_batch=finished)
+    if poll is None:
+        finalize_batch(batch_id)
+    return StepResult(worked=True, poll_generation=poll)
 
 
 def photo_step(generation_id, provider, storage, settings):
@@ -265,17 +266,15 @@ def poll_step(generation_id, provider, storage, settings):
         fail_and_refund(generation, claim.token, "upstream_timeout", message)
     else:
         record_outcome(claim, outcome, storage, settings)
-    return StepResult(ring_batch=generation.batch_id, finished_batch=_finalize(generation))
+    if generation.batch_id:
+        finalize_batch(generation.batch_id)
+    return StepResult(ring_batch=generation.batch_id)
 
 
 def _duration(seconds):
     if seconds < 120:
         return f"{seconds} second{'s' if seconds != 1 else ''}"
     return f"{seconds // 60} minutes"
-
-
-def _finalize(generation):
-    return finalize_batch(generation.batch_id) if generation.batch_id else False
 
 
 def _request_for(generation, input_image=None):
