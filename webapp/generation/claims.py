@@ -52,7 +52,8 @@ def _lease(token, now, settings):
     }
 
 
-def _runnable(table, now):
+def runnable(table, now):
+    """Pending and past its backoff."""
     return (table.status == GenerationStatus.PENDING) & or_(
         table.not_before.is_(None), table.not_before <= now
     )
@@ -72,7 +73,7 @@ def claim_for_batch(batch_id, settings):
     candidate, in_flight = aliased(Generation), aliased(Generation)
     next_id = (
         select(candidate.id)
-        .where(candidate.batch_id == batch_id, _runnable(candidate, now))
+        .where(candidate.batch_id == batch_id, runnable(candidate, now))
         .order_by(candidate.position)
         .limit(1)
         .scalar_subquery()
@@ -117,7 +118,7 @@ def claim_generation(generation_id, settings):
     token = uuid.uuid4().hex
     result = db.session.execute(
         update(Generation)
-        .where(Generation.id == generation_id, _runnable(Generation, now))
+        .where(Generation.id == generation_id, runnable(Generation, now))
         .values(**_lease(token, now, settings))
         .execution_options(synchronize_session=False)
     )

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from .claims import runnable
 from .engine import fail_and_refund, final_status, finalize_batch
 
 
@@ -109,7 +110,6 @@ def _restart_stalled_batches(stale, now, freed, report):
         db.session.rollback()
         return
     counts = {}
-    runnable = {}
     rows = db.session.execute(
         select(Generation.batch_id, Generation.status, func.count())
         .join(Batch, Batch.id == Generation.batch_id)
@@ -118,23 +118,21 @@ def _restart_stalled_batches(stale, now, freed, report):
     ).all()
     for batch_id, status, count in rows:
         counts.setdefault(batch_id, {})[status] = count
-    for batch_id, count in db.session.execute(
-        select(Generation.batch_id, func.count())
-        .join(Batch, Batch.id == Generation.batch_id)
-        .where(
-            Batch.status.in_(BatchStatus.ACTIVE),
-            Generation.status == GenerationStatus.PENDING,
-            (Generation.not_before.is_(None)) | (Generation.not_before <= now),
-        )
-        .group_by(Generation.batch_id)
-    ).all():
-        runnable[batch_id] = count
+    runnable_counts = dict(
+        db.session.execute(
+            select(Generation.batch_id, func.count())
+            .join(Batch, Batch.id == Generation.batch_id)
+            .where(Batch.status.in_(BatchStatus.ACTIVE), runnable(Generation, now))
+            .group_by(Generation.batch_id)
+        ).all()
+    )
     db.session.rollback()
     for batch_id, concurrency, heartbeat_at in active:
         batch_counts = counts.get(batch_id, {})
         if final_status(batch_counts) is not None:
             if finalize_batch(batch_id):
                 report.finalized.append(batch_id)
-        elif runnable.get(batch_id) and (heartbeat_at < stale or batch_id in freed):
+        elif runnable_counts.get(batch_id) and (heartbeat_at < stale or batch_id in freed):
             in_flight = batch_counts.get(GenerationStatus.PROCESSING, 0)
-            report.lanes[batch_id] = max(1, min(concurrency - in_flight, runnable[batch_id]))
+            waiting = runnable_counts[batch_id]
+            report.lanes[batch_id] = max(1, min(concurrency - in_flight, waiting))
