@@ -85,10 +85,11 @@ class Queue:
         delay = delays[min(round_number, len(delays) - 1)]
         self.poll_generation.schedule(args=(generation_id, round_number), delay=delay)
 
-    def start_batch(self, batch_id, lanes):
-        """Ring `lanes` lanes of a new batch; if the queue is down, the reaper starts it later."""
+    def start_batch(self, batch_id, concurrency, images):
+        """Ring one lane per image allowed in flight; if the queue is down, the reaper starts
+        the batch later."""
         try:
-            for _ in range(lanes):
+            for _ in range(min(concurrency, images)):
                 self.run_lane(batch_id)
         except Exception:
             log.exception("could not enqueue batch %s; the reaper will start it", batch_id)

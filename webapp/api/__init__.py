@@ -6,6 +6,8 @@ from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from tasks import get_queue
+
 from .. import billing
 from ..catalog import load_catalog
 from ..errors import json_error
@@ -46,12 +48,6 @@ def _json_body():
     return payload
 
 
-def _queue():
-    from tasks import get_queue
-
-    return get_queue(current_app)
-
-
 @bp.post("/generate/batch")
 @login_required
 def create_batch_job():
@@ -62,7 +58,7 @@ def create_batch_job():
     batch = create_batch(current_user.id, spec, get_storage(), get_provider().name)
     generations = list(batch.generations)
     answer = presenters.batch_created(batch, generations)
-    _queue().start_batch(batch.id, lanes=min(batch.concurrency, len(generations)))
+    get_queue(current_app).start_batch(batch.id, batch.concurrency, len(generations))
     return jsonify(answer)
 
 
@@ -116,7 +112,7 @@ def generate_photo():
     spec = parse_photo_request(_json_body(), load_catalog(), Limits.from_config(current_app.config))
     generation = create_photo(current_user.id, spec, get_storage(), get_provider().name)
     generation_id = generation.id
-    _queue().start_photo(generation_id)
+    get_queue(current_app).start_photo(generation_id)
     generation = _wait_until_finished(generation_id, current_app.config["PHOTO_WAIT_SECONDS"])
     return jsonify(presenters.photo_result(generation)), 200 if generation.is_finished else 202
 

@@ -13,7 +13,9 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
-from sqlalchemy import select
+from sqlalchemy import func, select
+
+from tasks import get_queue
 
 from .. import billing
 from ..auth import user_for_token
@@ -22,7 +24,7 @@ from ..extensions import db
 from ..generation.creation import create_batch
 from ..generation.progress import Progress
 from ..generation.validation import Limits, ValidationError, parse_batch_upload
-from ..models import Batch, LedgerEntry
+from ..models import Batch, Generation, LedgerEntry
 from ..providers import get_provider
 from ..storage import get_storage
 from .archive import results_archive
@@ -49,7 +51,7 @@ def page_or_fragment(page, fragment, **context):
 def _upload_page(status=200, error=None, form=None):
     catalog = load_catalog()
     form = form or {}
-    model = catalog.get(form.get("model")) or catalog.get("flux-2") or next(iter(catalog))
+    model = catalog.get(form.get("model")) or next(m for m in catalog if "i2i" in m.modes)
     html = render_template(
         "upload/new.html",
         models=list(catalog),
@@ -99,22 +101,26 @@ def create():
             f"and you have {error.available}⭐."
         )
         return _upload_page(402, message, request.form)
-    from tasks import get_queue
-
-    get_queue(current_app).start_batch(batch.id, min(batch.concurrency, len(spec.images)))
+    get_queue(current_app).start_batch(batch.id, batch.concurrency, len(spec.images))
     return redirect(url_for("web.show", batch_id=batch.id), code=303)
 
 
 @bp.get("/batches")
 @login_required
 def history():
-    batches = db.session.scalars(
-        select(Batch)
+    images = (
+        select(func.count(Generation.id))
+        .where(Generation.batch_id == Batch.id)
+        .correlate(Batch)
+        .scalar_subquery()
+    )
+    rows = db.session.execute(
+        select(Batch, images)
         .where(Batch.user_id == current_user.id)
         .order_by(Batch.created_at.desc())
         .limit(HISTORY_PAGE_SIZE)
     ).all()
-    return render_template("batches/index.html", batches=batches)
+    return render_template("batches/index.html", rows=rows)
 
 
 @bp.get("/batches/<batch_id>")
