@@ -64,7 +64,9 @@ def _recover_expired_leases(settings, now, report):
             Generation.lease_expires_at < now,
         )
     ).all()
-    db.session.rollback()
+    # Detach them as read: a rollback would expire them, and a reload could pick up the token
+    # of a newer attempt that must not be touched. Every write below is fenced on this token.
+    db.session.close()
     for generation in expired:
         token = generation.lease_owner
         fence = (
