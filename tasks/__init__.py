@@ -6,8 +6,9 @@ duplicate or late delivery claims nothing and changes nothing. Huey keeps no res
 
 import logging
 
-from huey import MemoryHuey, RedisHuey, SqliteHuey, crontab
-from huey.consumer import Consumer
+from huey import MemoryHuey, RedisHuey, SqliteHuey
+from huey.consumer import Consumer, Scheduler
+from huey.signals import SIGNAL_INTERRUPTED
 
 from webapp.generation import claims, engine, reaper
 from webapp.providers import get_provider
@@ -16,14 +17,70 @@ from webapp.storage import get_storage
 log = logging.getLogger(__name__)
 
 
+class ReaperScheduler(Scheduler):
+    """Huey's scheduler, checking periodic tasks every REAP_SECONDS instead of every minute."""
+
+    def __init__(self, *args, periodic_seconds, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.periodic_task_seconds = periodic_seconds
+
+
+class BatchgenConsumer(Consumer):
+    """The consumer `huey_consumer app.huey` runs: its scheduler rings the reaper every
+    REAP_SECONDS (Huey's own cadence, once a minute, would let a crash stall work that long)."""
+
+    scheduler_class = ReaperScheduler
+
+    def _create_scheduler(self):
+        return self.scheduler_class(
+            huey=self.huey,
+            stop_flag=self.stop_flag,
+            interval=self.scheduler_interval,
+            periodic=self.periodic,
+            periodic_seconds=self.huey.reap_seconds,
+        )
+
+
+class EmbeddedConsumer(BatchgenConsumer):
+    """A consumer that runs beside the web server in one process and leaves signals alone."""
+
+    def _set_signal_handlers(self):
+        pass
+
+
+class _BatchgenHuey:
+    """Makes `huey_consumer app.huey` build a BatchgenConsumer."""
+
+    reap_seconds = 60
+
+    def create_consumer(self, **options):
+        return BatchgenConsumer(self, **options)
+
+
+class BatchgenMemoryHuey(_BatchgenHuey, MemoryHuey):
+    pass
+
+
+class BatchgenRedisHuey(_BatchgenHuey, RedisHuey):
+    pass
+
+
+class BatchgenSqliteHuey(_BatchgenHuey, SqliteHuey):
+    pass
+
+
 def create_huey(config):
     """A Huey on Redis when REDIS_URL is set, else on a SQLite file under instance/."""
     name = config["HUEY_NAME"]
+    options = {"results": False, "utc": True}
     if config.get("HUEY_MEMORY"):
-        return MemoryHuey(name, results=False, utc=True)
-    if config["REDIS_URL"]:
-        return RedisHuey(name, url=config["REDIS_URL"], results=False, utc=True)
-    return SqliteHuey(name, filename=config["HUEY_SQLITE_PATH"], results=False, utc=True)
+        huey = BatchgenMemoryHuey(name, **options)
+    elif config["REDIS_URL"]:
+        huey = BatchgenRedisHuey(name, url=config["REDIS_URL"], **options)
+    else:
+        huey = BatchgenSqliteHuey(name, filename=config["HUEY_SQLITE_PATH"], **options)
+    huey.reap_seconds = config["REAP_SECONDS"]
+    return huey
 
 
 class Queue:
@@ -63,10 +120,21 @@ class Queue:
             elif step.ring_batch:
                 run_lane(step.ring_batch)
 
-        @huey.periodic_task(crontab(minute="*"), name="reap")
+        @huey.periodic_task(lambda now: True, name="reap")
         def reap_periodically():
-            """Every minute: recover what stalled (see webapp.generation.reaper)."""
+            """Every REAP_SECONDS: recover what stalled (see webapp.generation.reaper)."""
             self.reap()
+
+        @huey.signal(SIGNAL_INTERRUPTED)
+        def hand_back_interrupted(signal, task, *args, **kwargs):
+            """The consumer is stopping mid-task (SIGTERM, or a graceful stop that timed out):
+            give the attempts back and ring the task again, so another consumer takes over
+            now rather than when the leases expire."""
+            with context():
+                released = engine.release_held_claims()
+            if released:
+                log.warning("handed back %d interrupted generation(s)", len(released))
+            huey.enqueue(task)
 
         self.run_lane = run_lane
         self.run_photo = run_photo
@@ -118,13 +186,6 @@ class Queue:
         if report.requeued or report.failed or report.lanes or report.photos or report.polls:
             log.warning("reaper: %s", report.summary())
         return report
-
-
-class EmbeddedConsumer(Consumer):
-    """A consumer that runs beside the web server in one process and leaves signals alone."""
-
-    def _set_signal_handlers(self):
-        pass
 
 
 def init_app(app):

@@ -38,6 +38,10 @@ ENVIRONMENT = {
     "LEASE_SECONDS": ("LEASE_SECONDS", int),
     "MAX_ATTEMPTS": ("MAX_ATTEMPTS", int),
     "STALL_SECONDS": ("STALL_SECONDS", int),
+    "REAP_SECONDS": ("REAP_SECONDS", int),
+    "RETRY_BASE_SECONDS": ("RETRY_BASE_SECONDS", float),
+    "RETRY_CAP_SECONDS": ("RETRY_CAP_SECONDS", float),
+    "KIE_TIMEOUT_SECONDS": ("KIE_TIMEOUT_SECONDS", float),
     "PHOTO_WAIT_SECONDS": ("PHOTO_WAIT_SECONDS", float),
     "POLL_TIMEOUT_SECONDS": ("POLL_TIMEOUT_SECONDS", int),
     "SIGNED_URL_SECONDS": ("SIGNED_URL_SECONDS", int),
@@ -62,6 +66,8 @@ def defaults(instance_path):
         "KIE_API_KEY": None,
         "KIE_API_BASE": "https://api.kie.ai",
         "KIE_UPLOAD_BASE": "https://kieai.redpandaai.co",
+        # Read timeout of one call to kie.ai (the connect timeout is 5 s).
+        "KIE_TIMEOUT_SECONDS": 30.0,
         "TELEGRAM_BOT_TOKEN": None,
         # Limits on what a client may send.
         "MAX_BATCH_IMAGES": 50,
@@ -74,6 +80,11 @@ def defaults(instance_path):
         "LEASE_SECONDS": 120,
         "MAX_ATTEMPTS": 3,
         "STALL_SECONDS": 30,
+        # How often the reaper looks for stalled work (the consumer's periodic check).
+        "REAP_SECONDS": 15,
+        # Retryable failures wait base·2^(attempt-1) seconds, capped, times a random 0.5–1.
+        "RETRY_BASE_SECONDS": 2.0,
+        "RETRY_CAP_SECONDS": 300.0,
         "PHOTO_WAIT_SECONDS": 120.0,
         # An async engine (kie.ai) that has not finished an image by then fails it, refunded.
         "POLL_TIMEOUT_SECONDS": 900,

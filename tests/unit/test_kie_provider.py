@@ -528,6 +528,7 @@ def kie_config(**overrides):
         "KIE_API_KEY": KEY,
         "KIE_API_BASE": API,
         "KIE_UPLOAD_BASE": UPLOAD,
+        "KIE_TIMEOUT_SECONDS": 7.5,
     }
     config.update(overrides)
     return config
@@ -538,6 +539,7 @@ def test_kie_backend_builds_the_kie_provider():
 
     assert isinstance(provider, KieProvider)
     assert (provider.api_base, provider.upload_base) == (API, UPLOAD)
+    assert provider.timeout == (5, 7.5)
 
 
 def test_kie_backend_without_api_key_is_refused():

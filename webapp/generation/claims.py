@@ -21,6 +21,8 @@ class Settings:
     lease_seconds: int
     max_attempts: int
     poll_timeout_seconds: int = 900
+    retry_base_seconds: float = 2.0
+    retry_cap_seconds: float = 300.0
 
     @classmethod
     def from_config(cls, config):
@@ -28,6 +30,8 @@ class Settings:
             lease_seconds=config["LEASE_SECONDS"],
             max_attempts=config["MAX_ATTEMPTS"],
             poll_timeout_seconds=config["POLL_TIMEOUT_SECONDS"],
+            retry_base_seconds=config["RETRY_BASE_SECONDS"],
+            retry_cap_seconds=config["RETRY_CAP_SECONDS"],
         )
 
 

@@ -6,6 +6,8 @@ pending with backoff while attempts remain. See claims.py for how work is claime
 
 import logging
 import random
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,13 +17,12 @@ from .. import billing
 from ..catalog import load_catalog
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
-from ..providers import Done, Failed, GenerationRequest, Pending, Submitted
+from ..providers import RETRIED, Done, Failed, GenerationRequest, Pending, Submitted
 from .claims import Claim, claim_for_batch, claim_generation
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE_SECONDS = 2.0
-BACKOFF_CAP_SECONDS = 300.0
+CANCELLED_MESSAGE = "Cancelled before it started; its credits were refunded."
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,66 @@ class StepResult:
 def run_claim(claim, provider, storage, settings):
     """Do the claimed attempt's work and record the outcome; answers the outcome."""
     generation = claim.generation
-    try:
-        input_image = storage.read(generation.input_key) if generation.input_key else None
-    except FileNotFoundError:
-        outcome = Failed("input_missing", "The input image is missing from storage.")
-    else:
+    with _holding(claim):
         try:
-            outcome = provider.submit(_request_for(generation, input_image))
-        except Exception:
-            log.exception("engine failed on %s", generation.id)
-            outcome = Failed("engine_error", "The image engine failed unexpectedly.", True)
-    record_outcome(claim, outcome, storage, settings)
+            input_image = storage.read(generation.input_key) if generation.input_key else None
+        except FileNotFoundError:
+            outcome = Failed("input_missing", "The input image is missing from storage.")
+        else:
+            try:
+                outcome = provider.submit(_request_for(generation, input_image))
+            except Exception:
+                log.exception("engine failed on %s", generation.id)
+                message = f"The image engine failed unexpectedly. {RETRIED}"
+                outcome = Failed("engine_error", message, True)
+        record_outcome(claim, outcome, storage, settings)
     return outcome
+
+
+# The attempts this process is working on (lease token → Claim), so a consumer that is told to
+# stop can hand them back at once instead of leaving them to expire.
+_held = {}
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def _holding(claim):
+    with _held_lock:
+        _held[claim.token] = claim
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise  # a process worker told to stop: it stays held for release_held_claims
+    except BaseException:
+        _forget(claim)
+        raise
+    _forget(claim)
+
+
+def _forget(claim):
+    with _held_lock:
+        _held.pop(claim.token, None)
+
+
+def release_held_claims():
+    """Give back every attempt this process holds, uncounted: the worker is stopping mid-way.
+
+    An attempt that already reached an async engine keeps its lease: it is paid for upstream,
+    so it is polled, never submitted again. Answers the released generation ids.
+    """
+    with _held_lock:
+        claims = list(_held.values())
+        _held.clear()
+    released = []
+    for claim in claims:
+        if return_to_pending(
+            claim.generation,
+            claim.token,
+            Generation.provider_task_id.is_(None),
+            attempts=Generation.attempts - 1,
+        ):
+            released.append(claim.generation.id)
+    return released
 
 
 def record_outcome(claim, outcome, storage, settings):
@@ -66,14 +115,19 @@ def _lease_end(settings):
     return utcnow() + timedelta(seconds=settings.lease_seconds)
 
 
+def fence(generation_id, token):
+    """Only the attempt holding this lease token may write its outcome."""
+    return (
+        Generation.id == generation_id,
+        Generation.lease_owner == token,
+        Generation.status == GenerationStatus.PROCESSING,
+    )
+
+
 def _fenced_update(claim, **values):
     result = db.session.execute(
         update(Generation)
-        .where(
-            Generation.id == claim.generation.id,
-            Generation.lease_owner == claim.token,
-            Generation.status == GenerationStatus.PROCESSING,
-        )
+        .where(*fence(claim.generation.id, claim.token))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -110,27 +164,89 @@ def _finish_success(claim, outcome, storage):
 def _finish_failure(claim, failed, settings):
     generation = claim.generation
     if failed.retryable and generation.attempts < settings.max_attempts:
-        return _fenced_update(
-            claim,
-            status=GenerationStatus.PENDING,
-            lease_owner=None,
-            lease_expires_at=None,
-            not_before=utcnow() + timedelta(seconds=backoff_seconds(generation.attempts)),
+        delay = backoff_seconds(generation.attempts, settings)
+        return return_to_pending(
+            generation,
+            claim.token,
+            not_before=utcnow() + timedelta(seconds=delay),
             error_code=failed.code,
             error_message=failed.message,
         )
-    return fail_and_refund(generation, claim.token, failed.code, failed.message)
+    return fail_and_refund(
+        generation, claim.token, failed.code, _final_message(failed, generation.attempts)
+    )
+
+
+def _final_message(failed, attempts):
+    """What a person reads on a failed image; a retryable error says it was given up on."""
+    if not failed.retryable:
+        return failed.message
+    reason = failed.message.replace(RETRIED, "").strip()
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    return f"{reason} Gave up after {tries}; the credits for this image were refunded."
+
+
+def return_to_pending(generation, token, *conditions, **values):
+    """Put an unfinished attempt back in line (fenced on its lease, plus `conditions`).
+
+    If its batch was cancelled meanwhile, the attempt is cancelled and refunded instead, since
+    nothing will claim it again. The batch row is locked first, in the order a cancel takes it,
+    so the two never interleave. False if the lease was lost.
+    """
+    if generation.batch_id and _lock_batch(generation.batch_id) == BatchStatus.CANCELLED:
+        return _cancel_attempt(generation, token, *conditions)
+    result = db.session.execute(
+        update(Generation)
+        .where(*fence(generation.id, token), *conditions)
+        .values(
+            status=GenerationStatus.PENDING, lease_owner=None, lease_expires_at=None, **values
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        return False
+    db.session.commit()
+    return True
+
+
+def _lock_batch(batch_id):
+    """Lock the batch row for this transaction and answer its status.
+
+    Writing first takes the lock on both databases: SQLite's write lock (a plain SELECT would
+    not, and could read a status a cancel is about to change) and PostgreSQL's row lock.
+    """
+    db.session.execute(update(Batch).where(Batch.id == batch_id).values(heartbeat_at=utcnow()))
+    return db.session.scalar(select(Batch.status).where(Batch.id == batch_id))
+
+
+def _cancel_attempt(generation, token, *conditions):
+    result = db.session.execute(
+        update(Generation)
+        .where(*fence(generation.id, token), *conditions)
+        .values(
+            status=GenerationStatus.CANCELLED,
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_expires_at=None,
+            error_code="cancelled",
+            error_message=CANCELLED_MESSAGE,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        return False
+    billing.refund_generation(generation, note="cancelled")
+    db.session.commit()
+    return True
 
 
 def fail_and_refund(generation, token, code, message):
     """Mark an in-flight generation failed and refund it, in one transaction, fenced on token."""
     result = db.session.execute(
         update(Generation)
-        .where(
-            Generation.id == generation.id,
-            Generation.lease_owner == token,
-            Generation.status == GenerationStatus.PROCESSING,
-        )
+        .where(*fence(generation.id, token))
         .values(
             status=GenerationStatus.FAILED,
             finished_at=utcnow(),
@@ -149,9 +265,10 @@ def fail_and_refund(generation, token, code, message):
     return True
 
 
-def backoff_seconds(attempts):
-    """Exponential backoff with full jitter: base·2^(n-1), capped, times a random 0.5–1."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+def backoff_seconds(attempts, settings):
+    """Exponential backoff with jitter: base·2^(n-1), capped, times a random 0.5–1."""
+    exponent = max(0, attempts - 1)
+    ceiling = min(settings.retry_cap_seconds, settings.retry_base_seconds * 2**exponent)
     return ceiling * random.uniform(0.5, 1.0)
 
 
@@ -177,16 +294,31 @@ def final_status(counts):
 
 
 def finalize_batch(batch_id):
-    """Give the batch its final status if all its generations are terminal; True if it did."""
+    """Give the batch its final status if all its generations are terminal; True if it did.
+
+    A cancelled batch keeps its status and is finished once the images that were already
+    running when it was cancelled are done.
+    """
     status = final_status(status_counts(batch_id))
     if status is None:
         db.session.rollback()
         return False
+    now = utcnow()
     result = db.session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status.in_(BatchStatus.ACTIVE))
-        .values(status=status, finished_at=utcnow())
+        .values(status=status, finished_at=now)
     )
+    if result.rowcount == 0:
+        result = db.session.execute(
+            update(Batch)
+            .where(
+                Batch.id == batch_id,
+                Batch.status == BatchStatus.CANCELLED,
+                Batch.finished_at.is_(None),
+            )
+            .values(finished_at=now)
+        )
     db.session.commit()
     return result.rowcount == 1
 

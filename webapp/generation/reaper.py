@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from .claims import runnable
-from .engine import fail_and_refund, final_status, finalize_batch
+from .engine import fail_and_refund, fence, final_status, finalize_batch, return_to_pending
 
 
 @dataclass
@@ -69,15 +69,14 @@ def _recover_expired_leases(settings, now, report):
     db.session.close()
     for generation in expired:
         token = generation.lease_owner
-        fence = (
-            Generation.id == generation.id,
-            Generation.lease_owner == token,
-            Generation.status == GenerationStatus.PROCESSING,
-        )
         if generation.provider_task_id:
             # Already paid for upstream: keep polling it rather than submitting it again.
             lease_end = now + timedelta(seconds=settings.lease_seconds)
-            db.session.execute(update(Generation).where(*fence).values(lease_expires_at=lease_end))
+            db.session.execute(
+                update(Generation)
+                .where(*fence(generation.id, token))
+                .values(lease_expires_at=lease_end)
+            )
             db.session.commit()
             report.polls.append(generation.id)
         elif generation.attempts >= settings.max_attempts:
@@ -88,25 +87,20 @@ def _recover_expired_leases(settings, now, report):
             if fail_and_refund(generation, token, "lease_expired", message):
                 report.failed.append(generation.id)
                 freed.add(generation.batch_id)
-        else:
-            result = db.session.execute(
-                update(Generation)
-                .where(*fence)
-                .values(status=GenerationStatus.PENDING, lease_owner=None, lease_expires_at=None)
-            )
-            db.session.commit()
-            if result.rowcount == 1:
-                report.requeued.append(generation.id)
-                freed.add(generation.batch_id)
+        elif return_to_pending(generation, token):
+            report.requeued.append(generation.id)
+            freed.add(generation.batch_id)
     return freed
 
 
 def _restart_stalled_batches(stale, now, freed, report):
     """Finish settled batches; ring lanes for those with runnable rows that nobody works on."""
+    # Active batches, and cancelled ones still waiting for their running images to finish.
+    unfinished = Batch.status.in_(BatchStatus.ACTIVE) | (
+        (Batch.status == BatchStatus.CANCELLED) & Batch.finished_at.is_(None)
+    )
     active = db.session.execute(
-        select(Batch.id, Batch.concurrency, Batch.heartbeat_at).where(
-            Batch.status.in_(BatchStatus.ACTIVE)
-        )
+        select(Batch.id, Batch.concurrency, Batch.heartbeat_at).where(unfinished)
     ).all()
     if not active:
         db.session.rollback()
@@ -115,7 +109,7 @@ def _restart_stalled_batches(stale, now, freed, report):
     rows = db.session.execute(
         select(Generation.batch_id, Generation.status, func.count())
         .join(Batch, Batch.id == Generation.batch_id)
-        .where(Batch.status.in_(BatchStatus.ACTIVE))
+        .where(unfinished)
         .group_by(Generation.batch_id, Generation.status)
     ).all()
     for batch_id, status, count in rows:

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+# Retryable failures end their message with this; the engine swaps it for what it did instead
+# when the attempts run out.
+RETRIED = "The image is retried automatically while attempts remain."
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -57,7 +61,12 @@ def create_provider(config):
 
         if not config.get("KIE_API_KEY"):
             raise ValueError("GENERATION_BACKEND=kie needs KIE_API_KEY (the kie.ai API key)")
-        return KieProvider(config["KIE_API_KEY"], config["KIE_API_BASE"], config["KIE_UPLOAD_BASE"])
+        return KieProvider(
+            config["KIE_API_KEY"],
+            config["KIE_API_BASE"],
+            config["KIE_UPLOAD_BASE"],
+            timeout=(5, config["KIE_TIMEOUT_SECONDS"]),
+        )
     raise ValueError(f"GENERATION_BACKEND={backend!r} is not available (expected 'local' or 'kie')")
 
 

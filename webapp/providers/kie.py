@@ -13,8 +13,8 @@ import logging
 import requests
 from PIL import Image
 
-from . import Done, Failed, Pending, Submitted
-from .kie_payloads import RETRIED, as_int, jobs_body, kontext_body, refusal, task_failure
+from . import RETRIED, Done, Failed, Pending, Submitted
+from .kie_payloads import as_int, jobs_body, kontext_body, refusal, task_failure
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,8 @@
 
 import re
 
-from . import Failed
+from . import RETRIED, Failed
 
-RETRIED = "The image is retried automatically while attempts remain."
 MAX_DETAIL = 300
 
 # kie's body (or HTTP) code → our error code, whether to retry, and what to tell a person.
