@@ -176,6 +176,7 @@ class Queue:
             report = reaper.reap(
                 claims.Settings.from_config(app.config), app.config["STALL_SECONDS"]
             )
+            report.partials = get_storage().sweep_partials()
         for batch_id, lanes in report.lanes.items():
             for _ in range(lanes):
                 self.run_lane(batch_id)

@@ -24,13 +24,14 @@ class ReapReport:
     finalized: list[str] = field(default_factory=list)
     lanes: dict[str, int] = field(default_factory=dict)  # batch id → lanes to start
     photos: list[str] = field(default_factory=list)
+    partials: int = 0  # half-written files of killed writers, swept from storage
 
     def summary(self):
         return (
             f"requeued {len(self.requeued)}, failed {len(self.failed)}, "
             f"polling {len(self.polls)}, finalized {len(self.finalized)}, "
             f"rang {sum(self.lanes.values())} lane(s) of {len(self.lanes)} batch(es) "
-            f"and {len(self.photos)} photo(s)"
+            f"and {len(self.photos)} photo(s), swept {self.partials} partial file(s)"
         )
 
 

@@ -18,10 +18,18 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*\.[a-z0-9]{2,5}$")
 
 
 class LocalStorage:
-    """Files under one root folder; writes are atomic (temp file + rename)."""
+    """Files under one root folder; writes are atomic (temp file + rename).
+
+    Temp files live in one folder of their own (`.partial/`, on the same file system, so the
+    rename stays atomic): a writer killed mid-write leaves its part there, where
+    `sweep_partials` finds it without walking every image.
+    """
+
+    PARTIAL_FOLDER = ".partial"
 
     def __init__(self, root):
         self.root = os.path.abspath(root)
+        self.partials = os.path.join(self.root, self.PARTIAL_FOLDER)
 
     def path(self, key):
         if not KEY_PATTERN.match(key):
@@ -31,7 +39,8 @@ class LocalStorage:
     def save(self, key, data):
         path = self.path(key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-")
+        os.makedirs(self.partials, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(dir=self.partials, prefix="part-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -40,6 +49,23 @@ class LocalStorage:
             os.unlink(tmp_path)
             raise
         return key
+
+    def sweep_partials(self, older_than_seconds=3600):
+        """Delete parts that writers killed mid-write left behind; answers how many."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        try:
+            entries = list(os.scandir(self.partials))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass  # another sweeper, or the writer's own rename, got there first
+        return removed
 
     def read(self, key):
         with open(self.path(key), "rb") as handle:
