@@ -40,13 +40,35 @@ def app_config(tmp_path, **overrides):
 CREATED_APPS = []
 
 
-def make_app(tmp_path, **overrides):
-    """An app whose files live under tmp_path, with its tables created."""
+def make_app(tmp_path, database_url=None, create_tables=True, **overrides):
+    """An app whose files live under tmp_path, on `database_url` (default: a SQLite file there),
+    with its tables made by create_all (tests that exercise the migrations say create_tables=False).
+    """
+    if database_url:
+        overrides["SQLALCHEMY_DATABASE_URI"] = database_url
     app = create_app(app_config(tmp_path, **overrides), instance_path=str(tmp_path))
-    with app.app_context():
-        db.create_all()
+    if create_tables:
+        with app.app_context():
+            db.create_all()
     CREATED_APPS.append(app)
     return app
+
+
+def retire_apps():
+    """Check the ledger of every app built so far, then close all their database connections.
+
+    Runs before a test's PostgreSQL schema is dropped (DROP SCHEMA waits for open connections),
+    and again after every test for the apps on SQLite.
+    """
+    apps = list(CREATED_APPS)
+    CREATED_APPS.clear()
+    try:
+        for built in apps:
+            assert_ledger_balanced(built)
+    finally:
+        for built in apps:
+            with built.app_context():
+                db.engine.dispose()
 
 
 def assert_ledger_balanced(app):
@@ -181,15 +203,16 @@ def service_available(host, port):
         return False
 
 @contextlib.contextmanager
-def running_consumer(app, workers=2):
-    """A real Huey consumer (thread workers) on the app's queue, for the length of the block."""
+def running_consumer(app, workers=2, periodic=False):
+    """A real Huey consumer (thread workers) on the app's queue, for the length of the block;
+    with `periodic`, its scheduler also runs the reaper every REAP_SECONDS."""
     from tasks import EmbeddedConsumer, get_queue
 
     consumer = EmbeddedConsumer(
         get_queue(app).huey,
         workers=workers,
         worker_type="thread",
-        periodic=False,
+        periodic=periodic,
         initial_delay=0.05,
         max_delay=0.2,
         check_worker_health=False,

@@ -6,7 +6,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from .extensions import csrf, db
+from .extensions import csrf, db, migrate
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,6 +35,8 @@ def create_app(config=None, instance_path=None):
         app.config["SECRET_KEY"] = settings.instance_secret(app.instance_path)
 
     db.init_app(app)
+    # The migrations live inside the package, so an installed wheel carries them too.
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
 
     from . import auth, errors, providers, storage
 

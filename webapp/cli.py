@@ -1,4 +1,7 @@
-"""Operator commands: `flask --app app init-db | users create | credits grant | reap | serve`."""
+"""Operator commands: `flask --app app init-db | users create | credits grant | reap | serve`.
+
+Flask-Migrate adds `flask --app app db …` (upgrade, migrate, current …) beside them.
+"""
 
 import os
 import signal
@@ -10,7 +13,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 from werkzeug.serving import run_simple
 
-from . import billing
+from . import billing, schema
 from .auth import create_token
 from .extensions import db
 from .models import User
@@ -72,9 +75,8 @@ def grant_credits(name, amount):
 @click.command("init-db")
 @with_appcontext
 def init_db():
-    """Create the tables that do not exist yet."""
-    db.create_all()
-    click.echo("Database ready.")
+    """Apply the schema migrations, adopting a database made before there were any."""
+    click.echo(schema.upgrade_to_head().summary())
 
 
 @click.command("reap")

@@ -177,10 +177,10 @@ def test_model_without_image_to_image_is_rejected(app, api_client, monkeypatch):
     assert api_client.balance() == 100
 
 
-def test_image_over_the_byte_limit_is_rejected(tmp_path):
+def test_image_over_the_byte_limit_is_rejected(tmp_path, database_url):
     from tests.support import make_app
 
-    app = make_app(tmp_path, MAX_IMAGE_BYTES=2000)
+    app = make_app(tmp_path, database_url, MAX_IMAGE_BYTES=2000)
     client = ApiClient(app, *create_user(app))
     noisy = Image.effect_noise((200, 200), 100).convert("RGB")
     buffer = io.BytesIO()
@@ -194,10 +194,10 @@ def test_image_over_the_byte_limit_is_rejected(tmp_path):
     assert media_files(app) == []
 
 
-def test_body_over_the_request_limit_answers_413_json(tmp_path):
+def test_body_over_the_request_limit_answers_413_json(tmp_path, database_url):
     from tests.support import make_app
 
-    app = make_app(tmp_path, MAX_CONTENT_LENGTH=50_000)
+    app = make_app(tmp_path, database_url, MAX_CONTENT_LENGTH=50_000)
     client = ApiClient(app, *create_user(app))
     body = batch_body(1)
     body["images"][0]["data"] = "data:image/png;base64," + base64.b64encode(b"x" * 60_000).decode()

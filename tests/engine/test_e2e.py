@@ -41,8 +41,8 @@ def _run_batch(app, client):
 
 
 @pytest.mark.e2e
-def test_batch_end_to_end_on_sqlite_huey_with_a_consumer_thread(tmp_path):
-    app = make_app(tmp_path, HUEY_MEMORY=False)
+def test_batch_end_to_end_on_sqlite_huey_with_a_consumer_thread(tmp_path, database_url):
+    app = make_app(tmp_path, database_url, HUEY_MEMORY=False)
     client = ApiClient(app, *create_user(app))
 
     with running_consumer(app, workers=3):
@@ -50,8 +50,8 @@ def test_batch_end_to_end_on_sqlite_huey_with_a_consumer_thread(tmp_path):
 
 
 @pytest.mark.e2e
-def test_photo_answers_with_the_finished_image_when_a_consumer_runs(tmp_path):
-    app = make_app(tmp_path, HUEY_MEMORY=False, PHOTO_WAIT_SECONDS=30)
+def test_photo_answers_with_the_finished_image_when_a_consumer_runs(tmp_path, database_url):
+    app = make_app(tmp_path, database_url, HUEY_MEMORY=False, PHOTO_WAIT_SECONDS=30)
     client = ApiClient(app, *create_user(app))
     body = photo_body(model="nano-banana", referenceImage=data_url(image_bytes("WEBP"), "webp"))
 
@@ -69,9 +69,15 @@ def test_photo_answers_with_the_finished_image_when_a_consumer_runs(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.redis
-def test_batch_end_to_end_on_redis_with_a_huey_consumer_process(tmp_path, redis_url):
+def test_batch_end_to_end_on_redis_with_a_huey_consumer_process(tmp_path, database_url, redis_url):
     queue_name = f"batchgen-test-{os.getpid()}"
-    config = app_config(tmp_path, HUEY_MEMORY=False, REDIS_URL=redis_url, HUEY_NAME=queue_name)
+    config = app_config(
+        tmp_path,
+        SQLALCHEMY_DATABASE_URI=database_url,
+        HUEY_MEMORY=False,
+        REDIS_URL=redis_url,
+        HUEY_NAME=queue_name,
+    )
     app = make_app(tmp_path, **{k: v for k, v in config.items() if k != "TESTING"})
     client = ApiClient(app, *create_user(app))
     environment = {

@@ -34,7 +34,7 @@ RESULT_SIZE = (128, 96)  # the stub answers the input at twice its size
 
 
 @pytest.fixture
-def kie_app(tmp_path):
+def kie_app(tmp_path, database_url):
     """Build an app on the kie engine, pointed at a stub (conftest checks its ledger)."""
 
     def build(stub, **overrides):
@@ -47,7 +47,7 @@ def kie_app(tmp_path):
             "POLL_DELAYS": (0.2,),
             **overrides,
         }
-        return make_app(tmp_path, **config)
+        return make_app(tmp_path, database_url, **config)
 
     return build
 

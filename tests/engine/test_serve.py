@@ -24,7 +24,7 @@ def _free_port():
 
 
 @pytest.mark.e2e
-def test_serve_runs_web_and_consumer_in_one_process(tmp_path):
+def test_serve_runs_web_and_consumer_in_one_process(tmp_path, database_url):
     port = _free_port()
     environment = {
         key: value
@@ -32,6 +32,9 @@ def test_serve_runs_web_and_consumer_in_one_process(tmp_path):
         if key not in ("DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "SECRET_KEY")
     }
     environment.update(INSTANCE_PATH=str(tmp_path), PORT=str(port))
+    embedded = database_url.startswith("sqlite")  # then nothing is set, as on a fresh clone
+    if not embedded:
+        environment["DATABASE_URL"] = database_url
 
     def flask(*args):
         return subprocess.run(
@@ -82,7 +85,8 @@ def test_serve_runs_web_and_consumer_in_one_process(tmp_path):
     output = log_path.read_text()
     assert f"batchgen is running at {base}" in output
     assert "users create alice --credits 100" in output  # it tells how to log in
-    assert (tmp_path / "app.db").exists() and (tmp_path / "huey.db").exists()
+    assert (tmp_path / "huey.db").exists()
+    assert (tmp_path / "app.db").exists() == embedded
 
 
 def _answers(http, url):
