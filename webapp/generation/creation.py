@@ -1,17 +1,17 @@
 """Create batches and single photos: price, charge once, write the rows and the inputs."""
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from .. import billing
 from ..extensions import db
 from ..models import Batch, Generation, LedgerKind, new_batch_id, new_generation_id
 
 
-def create_batch(user_id, spec, storage, provider_name):
+def create_batch(user_id, spec, storage, provider_name, record_resource=None):
     """Charge the batch's whole price once and create its rows; answer the committed Batch.
 
     Raises billing.InsufficientCredits (nothing charged, no file kept) when the balance is short.
     The caller rings the queue after this returns: if that fails, the reaper starts the batch.
+    `record_resource(batch_id=…)`, if given, runs inside the create's transaction (the API records
+    the batch on its idempotency key there); whatever it raises undoes the whole create.
     """
     cost = spec.total_cost
     _ensure_affordable(user_id, cost)
@@ -51,13 +51,18 @@ def create_batch(user_id, spec, storage, provider_name):
         db.session.add_all(rows)
         db.session.flush()  # the ledger row refers to the batch
         billing.debit(user_id, cost, LedgerKind.BATCH_DEBIT, batch_id=batch_id)
+        if record_resource:
+            record_resource(batch_id=batch_id)
 
     _commit_with_inputs(storage, inputs, write_rows)
     return batch
 
 
-def create_photo(user_id, spec, storage, provider_name):
-    """Charge one image and create its generation (no batch); answer the committed Generation."""
+def create_photo(user_id, spec, storage, provider_name, record_resource=None):
+    """Charge one image and create its generation (no batch); answer the committed Generation.
+
+    `record_resource(generation_id=…)` is create_batch's hook, for the photo.
+    """
     generation = spec.generation
     cost = generation.price
     _ensure_affordable(user_id, cost)
@@ -77,6 +82,8 @@ def create_photo(user_id, spec, storage, provider_name):
         db.session.add(row)
         db.session.flush()  # the ledger row refers to the generation
         billing.debit(user_id, cost, LedgerKind.PHOTO_DEBIT, generation_id=generation_id)
+        if record_resource:
+            record_resource(generation_id=generation_id)
 
     _commit_with_inputs(storage, inputs, write_rows)
     return row
@@ -109,7 +116,7 @@ def _commit_with_inputs(storage, inputs, write_rows):
             storage.save(key, data)
         write_rows()
         db.session.commit()
-    except (billing.InsufficientCredits, SQLAlchemyError, OSError):
+    except Exception:  # whatever stopped the create (a refused debit, the database, a hook…)
         db.session.rollback()
         for key, _ in inputs:
             storage.delete(key)
