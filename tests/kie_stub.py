@@ -7,8 +7,8 @@ non-200 body `code`), and serves real PNGs made from the uploaded inputs:
         app = make_app(tmp_path, KIE_API_BASE=stub.base_url, KIE_UPLOAD_BASE=stub.base_url, ...)
 
 Misbehaviour is drawn from one seeded generator, so a run is repeatable for a given order of
-requests. What the stub saw is kept for assertions: `created`, `uploads`, `result_downloads`,
-and `counts` (a Counter of events).
+requests. What the stub saw is kept for assertions: `created` (and `created_times`), `uploads`,
+`result_downloads`, and `counts` (a Counter of events).
 """
 
 import base64
@@ -68,6 +68,7 @@ class KieStub:
         # What it saw, appended under the lock (copy them with list() while requests run):
         self.counts = collections.Counter()  # upload, create, poll, rate_limited, hung_up, …
         self.created = []  # the bodies of the tasks it accepted
+        self.created_times = []  # time.monotonic() of each accepted create, in order
         self.uploads = []  # {"fileName", "uploadPath", "size"} per upload
         self.result_downloads = []  # {"path", "headers"} per result GET; names lower-cased
         self.server = _Server(("127.0.0.1", 0), _Handler)
@@ -150,6 +151,7 @@ class KieStub:
             task = {"style": style, "created_at": time.monotonic(), "polls": 0, "fails": fails}
             self.tasks[task_id] = task
             self.created.append(body)
+            self.created_times.append(time.monotonic())
             self.counts["create"] += 1
         return {"code": 200, "msg": "success", "data": {"taskId": task_id}}
 

@@ -3,6 +3,9 @@
 `submit(request)` starts a generation and answers `Done`, `Failed`, or `Submitted(task_id)` for
 engines that work asynchronously; `poll(task_id, request)` then answers `Pending`, `Done` or
 `Failed`. The engine never touches the database: the generation service records the outcome.
+An engine with `paced = True` calls an upstream whose new generations are rate-limited: it takes
+a slot of the shared pacer (`provider.pacer`, see webapp.pacing) right before it creates an
+upstream task, and answers `Throttled(seconds)` when none came free in time.
 """
 
 from dataclasses import dataclass
@@ -43,6 +46,14 @@ class Done:
 
 
 @dataclass(frozen=True)
+class Throttled:
+    """The upstream has no room for a new generation now: try again after `seconds`. Nothing
+    was created upstream, so the attempt does not count."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Failed:
     code: str
     message: str
@@ -75,4 +86,10 @@ def get_provider():
 
 
 def init_app(app):
-    app.extensions["batchgen.provider"] = create_provider(app.config)
+    provider = create_provider(app.config)
+    if provider.paced:
+        from ..pacing import pacer_for
+
+        provider.pacer = pacer_for(app)
+        provider.pace_hold_seconds = app.config["UPSTREAM_RATE_PERIOD"]
+    app.extensions["batchgen.provider"] = provider

@@ -9,11 +9,13 @@ import base64
 import io
 import json
 import logging
+import time
 
 import requests
 from PIL import Image
 
-from . import RETRIED, Done, Failed, Pending, Submitted
+from ..pacing import UNPACED
+from . import RETRIED, Done, Failed, Pending, Submitted, Throttled
 from .kie_payloads import as_int, jobs_body, kontext_body, refusal, task_failure
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class Refused(Exception):
 
 class KieProvider:
     name = "kie"
+    paced = True  # kie.ai limits new generations per API key: UPSTREAM_RATE_LIMIT
 
     def __init__(self, api_key, api_base, upload_base, session=None, timeout=(5, 30)):
         self.api_key = api_key
@@ -43,6 +46,9 @@ class KieProvider:
         self.upload_base = upload_base.rstrip("/")
         self.session = session or requests.Session()
         self.timeout = timeout
+        # init_app gives it the pacer every consumer shares, and how long to wait for a slot.
+        self.pacer = UNPACED
+        self.pace_hold_seconds = 0.0
         # Sent per call rather than set on the session, so a session passed in stays clean.
         self.headers = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
 
@@ -63,6 +69,9 @@ class KieProvider:
             return Failed("invalid_input", "This model edits an image, but none was given.")
         try:
             image_url = self._upload(request) if request.input_image is not None else None
+            wait = self._take_slot()
+            if wait:
+                return Throttled(wait)
             if upstream["api"] == "kontext":
                 body = kontext_body(request, upstream_model, image_url)
                 answer = self._call("POST", "/api/v1/flux/kontext/generate", json=body)
@@ -75,6 +84,17 @@ class KieProvider:
         if not task_id:
             return Failed("upstream_error", f"kie.ai sent no task id. {RETRIED}", True)
         return Submitted(f"{upstream['api']}:{task_id}")
+
+    def _take_slot(self):
+        """Take a slot of the shared pacer right before creating the task, where kie counts:
+        0 once taken, else the seconds to wait. A slot that frees within pace_hold_seconds is
+        waited for here (the upload is done); a longer wait is handed back to the engine."""
+        deadline = time.monotonic() + self.pace_hold_seconds
+        while True:
+            wait = self.pacer.acquire()
+            if not wait or time.monotonic() + wait > deadline:
+                return wait
+            time.sleep(wait)
 
     def _poll(self, task_id):
         style, _, upstream_id = task_id.partition(":")

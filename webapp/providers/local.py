@@ -7,12 +7,15 @@ background, grayscale, sepia, invert, blur, sharpen, mirror, flip, rotate.
 
 import time
 
+from ..pacing import UNPACED
 from . import Done, Failed
 from .imaging import render
 
 
 class LocalProvider:
     name = "local"
+    paced = False  # in-process: no upstream to pace
+    pacer = UNPACED
 
     def __init__(self, delay_seconds=0.0):
         self.delay_seconds = delay_seconds
