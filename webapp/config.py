@@ -38,6 +38,8 @@ ENVIRONMENT = {
     "LEASE_SECONDS": ("LEASE_SECONDS", int),
     "MAX_ATTEMPTS": ("MAX_ATTEMPTS", int),
     "STALL_SECONDS": ("STALL_SECONDS", int),
+    "UPSTREAM_RATE_LIMIT": ("UPSTREAM_RATE_LIMIT", int),
+    "UPSTREAM_RATE_PERIOD": ("UPSTREAM_RATE_PERIOD", int),
     "REAP_SECONDS": ("REAP_SECONDS", int),
     "RETRY_BASE_SECONDS": ("RETRY_BASE_SECONDS", float),
     "RETRY_CAP_SECONDS": ("RETRY_CAP_SECONDS", float),
@@ -80,6 +82,10 @@ def defaults(instance_path):
         "LEASE_SECONDS": 120,
         "MAX_ATTEMPTS": 3,
         "STALL_SECONDS": 30,
+        # New upstream (kie.ai) generations allowed in any window of PERIOD seconds, shared by
+        # every consumer; a limit of 0 turns pacing off.
+        "UPSTREAM_RATE_LIMIT": 20,
+        "UPSTREAM_RATE_PERIOD": 10,
         # How often the reaper looks for stalled work (the consumer's periodic check).
         "REAP_SECONDS": 15,
         # Retryable failures wait base·2^(attempt-1) seconds, capped, times a random 0.5–1.

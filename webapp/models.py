@@ -5,7 +5,7 @@ import time
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -57,7 +57,10 @@ class User(UserMixin, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    telegram_id: Mapped[int | None] = mapped_column(unique=True)
+    # Telegram's user ids outgrow 32 bits (SQLite's INTEGER holds 64 already).
+    telegram_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), unique=True
+    )
     credits: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -159,3 +162,39 @@ class LedgerEntry(db.Model):
     generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"))
     note: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKey(db.Model):
+    """One `Idempotency-Key` a user sent to a POST route, and what became of that request.
+
+    In flight while `response_status` is NULL: `lock_token` names the request that owns the key
+    (a takeover changes it, which fences out the old owner's writes). `batch_id` or
+    `generation_id` is set in the create's own transaction, so a crash after that commit still
+    knows the resource was created and paid for.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    endpoint: Mapped[str] = mapped_column(String(64))  # "POST /api/generate/batch"
+    request_sha256: Mapped[str] = mapped_column(String(64))  # of the raw request body
+    lock_token: Mapped[str] = mapped_column(String(32))
+    locked_at: Mapped[datetime | None]  # NULL: nobody is working on it any more
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"))
+    response_status: Mapped[int | None]
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class PacingBucket(db.Model):
+    """The slots one upstream rate limit handed out lately, when there is no Redis (see pacing)."""
+
+    __tablename__ = "pacing_buckets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Microseconds since the epoch (UTC) of the slots taken in the last period: at most `limit`.
+    taken: Mapped[list[int]] = mapped_column(JSON, default=list)
