@@ -5,11 +5,13 @@ duplicate or late delivery claims nothing and changes nothing. Huey keeps no res
 """
 
 import logging
+from datetime import UTC
 
 from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer, Scheduler
 from huey.signals import SIGNAL_INTERRUPTED
 
+from webapp import pacing
 from webapp.generation import claims, engine, reaper
 from webapp.providers import get_provider
 from webapp.storage import get_storage
@@ -122,7 +124,13 @@ class Queue:
 
         @huey.periodic_task(lambda now: True, name="reap")
         def reap_periodically():
-            """Every REAP_SECONDS: recover what stalled (see webapp.generation.reaper)."""
+            """Every REAP_SECONDS: recover what stalled (see webapp.generation.reaper).
+
+            Consumers that all run periodic tasks take turns, so the reaper runs about once
+            per interval in all however many there are.
+            """
+            if self._reaper_turn().acquire():
+                return  # another consumer has reaped within this interval
             self.reap()
 
         @huey.signal(SIGNAL_INTERRUPTED)
@@ -140,13 +148,18 @@ class Queue:
         self.run_photo = run_photo
         self.poll_generation = poll_generation
 
+    def _reaper_turn(self):
+        period = self.app.config["REAP_SECONDS"] * 0.8
+        return pacing.pacer_for(self.app, "reaper", limit=1, period=period)
+
     def _follow_up(self, step, ring_again, schedule, args):
         if step.poll_generation:
             self.poll_later(step.poll_generation, 0)
         if step.worked:
             ring_again()
         elif step.wake_at:
-            schedule(args=args, eta=step.wake_at)
+            # Aware, so Huey does not read it as local time (and drop its microseconds).
+            schedule(args=args, eta=step.wake_at.replace(tzinfo=UTC))
 
     def poll_later(self, generation_id, round_number):
         delays = self.app.config["POLL_DELAYS"]
@@ -171,12 +184,15 @@ class Queue:
 
     def reap(self):
         """Run the reaper once and ring what it found; answers its report."""
+        from webapp.api import idempotency  # the API imports this module: import it late
+
         app = self.app
         with app.app_context():
             report = reaper.reap(
                 claims.Settings.from_config(app.config), app.config["STALL_SECONDS"]
             )
             report.partials = get_storage().sweep_partials()
+            report.expired_keys = idempotency.purge_expired()
         for batch_id, lanes in report.lanes.items():
             for _ in range(lanes):
                 self.run_lane(batch_id)

@@ -34,9 +34,9 @@ def _create(client, count, **fields):
 
 
 @pytest.fixture
-def slow_app(tmp_path):
+def slow_app(tmp_path, database_url):
     """An app whose queue is a real SqliteHuey and whose engine takes 0.15 s per image."""
-    return make_app(tmp_path, HUEY_MEMORY=False, LOCAL_ENGINE_DELAY=0.15)
+    return make_app(tmp_path, database_url, HUEY_MEMORY=False, LOCAL_ENGINE_DELAY=0.15)
 
 
 @pytest.mark.e2e
@@ -139,8 +139,8 @@ def test_a_late_worker_cannot_overwrite_the_newer_attempt(app, api_client):
     assert [row["status"] for row in generation_rows(app, batch_id)] == ["success"]
 
 
-def test_spent_attempts_fail_and_refund_exactly_once(tmp_path):
-    app = make_app(tmp_path, MAX_ATTEMPTS=1)
+def test_spent_attempts_fail_and_refund_exactly_once(tmp_path, database_url):
+    app = make_app(tmp_path, database_url, MAX_ATTEMPTS=1)
     client = ApiClient(app, *create_user(app))
     batch_id = _create(client, 2, concurrency=1)["batchId"]
     get_queue(app).huey.flush()
@@ -218,3 +218,29 @@ def test_all_images_failing_makes_a_failed_batch_fully_refunded(app, api_client)
     assert detail["status"] == "failed"
     assert detail["refunded"] == 6
     assert api_client.balance() == 100
+
+
+def test_a_lane_finding_nothing_wakes_for_a_backoff_even_one_that_just_ended(app, api_client):
+    batch_id = _create(api_client, 1)["batchId"]
+    get_queue(app).huey.flush()
+    just_ended = utcnow() - timedelta(milliseconds=5)
+    with app.app_context():
+        db.session.execute(
+            update(Generation).where(Generation.batch_id == batch_id).values(not_before=just_ended)
+        )
+        db.session.commit()
+        assert engine.next_wake(batch_id) == just_ended  # not None: the lane must not stop
+
+
+def test_a_sleeping_lane_is_scheduled_to_the_microsecond_in_utc(app, api_client):
+    batch_id = _create(api_client, 1)["batchId"]
+    queue = get_queue(app)
+    queue.huey.flush()
+    wake = utcnow() + timedelta(seconds=3, microseconds=654321)
+
+    queue._follow_up(
+        engine.StepResult(wake_at=wake), None, queue.run_lane.schedule, (batch_id,)
+    )
+
+    [scheduled] = queue.huey.pending()  # the worker that dequeues it parks it until its eta
+    assert scheduled.eta == wake

@@ -12,6 +12,7 @@ from .. import billing
 from ..catalog import load_catalog
 from ..errors import json_error
 from ..extensions import db
+from ..generation.cancellation import NothingToCancel, cancel_batch
 from ..generation.creation import create_batch, create_photo
 from ..generation.validation import (
     Limits,
@@ -22,7 +23,7 @@ from ..generation.validation import (
 from ..models import Batch, Generation
 from ..providers import get_provider
 from ..storage import get_storage
-from . import presenters
+from . import idempotency, presenters
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -50,12 +51,15 @@ def _json_body():
 
 @bp.post("/generate/batch")
 @login_required
-def create_batch_job():
+@idempotency.idempotent
+def create_batch_job(record_resource):
     """Validate, charge once, create the rows, ring the lanes."""
     spec = parse_batch_request(
         _json_body(), load_catalog(), Limits.from_config(current_app.config)
     )
-    batch = create_batch(current_user.id, spec, get_storage(), get_provider().name)
+    batch = create_batch(
+        current_user.id, spec, get_storage(), get_provider().name, record_resource
+    )
     generations = list(batch.generations)
     answer = presenters.batch_created(batch, generations)
     get_queue(current_app).start_batch(batch.id, batch.concurrency, len(generations))
@@ -105,12 +109,35 @@ def batch_detail(batch_id):
     return jsonify(presenters.batch_detail(batch, list(batch.generations)))
 
 
+@bp.post("/generate/batch/<batch_id>/cancel")
+@login_required
+def cancel_batch_job(batch_id):
+    """Cancel: waiting images are cancelled and refunded, running ones finish. Idempotent."""
+    batch = _own_batch(batch_id)
+    if batch is None:
+        return json_error(f"Batch not found: {batch_id}", 404)
+    db.session.rollback()
+    try:
+        outcome = cancel_batch(batch_id)
+    except NothingToCancel as finished:
+        return json_error(
+            f"The batch is already {finished.status}; there is nothing to cancel.",
+            409,
+            batchStatus=finished.status,
+        )
+    batch = _own_batch(batch_id)
+    return jsonify(presenters.batch_cancelled(batch, list(batch.generations), outcome))
+
+
 @bp.post("/generate/photo")
 @login_required
-def generate_photo():
+@idempotency.idempotent
+def generate_photo(record_resource):
     """One image, charged per request; answers when it is done (or 202 if it takes too long)."""
     spec = parse_photo_request(_json_body(), load_catalog(), Limits.from_config(current_app.config))
-    generation = create_photo(current_user.id, spec, get_storage(), get_provider().name)
+    generation = create_photo(
+        current_user.id, spec, get_storage(), get_provider().name, record_resource
+    )
     generation_id = generation.id
     get_queue(current_app).start_photo(generation_id)
     generation = _wait_until_finished(generation_id, current_app.config["PHOTO_WAIT_SECONDS"])

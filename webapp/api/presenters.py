@@ -79,6 +79,17 @@ def batch_detail(batch, generations):
     }
 
 
+def batch_cancelled(batch, generations, outcome):
+    """The POST /api/generate/batch/<id>/cancel answer: the batch now, and what the cancel did."""
+    return {
+        **batch_detail(batch, generations),
+        "cancelled": outcome.cancelled,
+        "refundedNow": outcome.refunded,
+        "stillRunning": outcome.still_running,
+        "message": outcome.message,
+    }
+
+
 def photo_result(generation):
     """The POST /api/generate/photo answer."""
     return {

@@ -17,11 +17,20 @@ from .. import billing
 from ..catalog import load_catalog
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
-from ..providers import RETRIED, Done, Failed, GenerationRequest, Pending, Submitted
+from ..providers import (
+    RETRIED,
+    Done,
+    Failed,
+    GenerationRequest,
+    Pending,
+    Submitted,
+    Throttled,
+)
 from .claims import Claim, claim_for_batch, claim_generation
 
 log = logging.getLogger(__name__)
 
+SHORT_WAIT_SECONDS = 2.0
 CANCELLED_MESSAGE = "Cancelled before it started; its credits were refunded."
 
 
@@ -107,6 +116,14 @@ def record_outcome(claim, outcome, storage, settings):
     if isinstance(outcome, Submitted):
         return _fenced_update(
             claim, provider_task_id=outcome.task_id, lease_expires_at=_lease_end(settings)
+        )
+    if isinstance(outcome, Throttled):
+        # Nothing reached the upstream: back in line, the attempt uncounted.
+        return return_to_pending(
+            claim.generation,
+            claim.token,
+            attempts=Generation.attempts - 1,
+            not_before=utcnow() + timedelta(seconds=outcome.seconds),
         )
     return _finish_failure(claim, outcome, settings)
 
@@ -324,12 +341,16 @@ def finalize_batch(batch_id):
 
 
 def next_wake(batch_id):
-    """When the batch's earliest backed-off generation becomes runnable (None if none waits)."""
+    """When the batch's earliest backed-off generation becomes runnable (None if none waits).
+
+    A time already past counts too: the backoff may have ended between the claim that found
+    nothing and this query, and a lane that stopped then would leave that image to the reaper.
+    """
     wake = db.session.scalar(
         select(func.min(Generation.not_before)).where(
             Generation.batch_id == batch_id,
             Generation.status == GenerationStatus.PENDING,
-            Generation.not_before > utcnow(),
+            Generation.not_before.is_not(None),
         )
     )
     db.session.rollback()
@@ -337,12 +358,21 @@ def next_wake(batch_id):
 
 
 def lane_step(batch_id, provider, storage, settings):
-    """One turn of a batch's lane: claim one generation and work on it."""
+    """One turn of a batch's lane: claim one generation and work on it.
+
+    With a paced engine, a lane that sees the upstream pacer full claims nothing and sleeps
+    until a slot may be free, so no image is started that could not be sent.
+    """
+    paced = _sleep_while_full(provider.pacer)
+    if paced:
+        return paced
     claim = claim_for_batch(batch_id, settings)
     if claim is None:
         finalize_batch(batch_id)
         return StepResult(wake_at=next_wake(batch_id))
     outcome = run_claim(claim, provider, storage, settings)
+    if isinstance(outcome, Throttled):
+        return StepResult(wake_at=_after(outcome.seconds))
     poll = claim.generation.id if isinstance(outcome, Submitted) else None
     if poll is None:
         finalize_batch(batch_id)
@@ -351,20 +381,40 @@ def lane_step(batch_id, provider, storage, settings):
 
 def photo_step(generation_id, provider, storage, settings):
     """Work on one single-photo generation, if it is runnable."""
+    paced = _sleep_while_full(provider.pacer)
+    if paced:
+        return paced
     claim = claim_generation(generation_id, settings)
     if claim is None:
-        wake = db.session.scalar(
+        wake = db.session.scalar(  # as in next_wake, a time already past counts too
             select(Generation.not_before).where(
-                Generation.id == generation_id,
-                Generation.status == GenerationStatus.PENDING,
-                Generation.not_before > utcnow(),
+                Generation.id == generation_id, Generation.status == GenerationStatus.PENDING
             )
         )
         db.session.rollback()
         return StepResult(wake_at=wake)
     outcome = run_claim(claim, provider, storage, settings)
+    if isinstance(outcome, Throttled):
+        return StepResult(wake_at=_after(outcome.seconds))
     poll = claim.generation.id if isinstance(outcome, Submitted) else None
     return StepResult(worked=True, poll_generation=poll)
+
+
+def _sleep_while_full(pacer):
+    """None if the pacer has a slot free, or soon; else the StepResult that puts the task to
+    sleep until one may be.
+
+    "Soon" is what the queue cannot time: its scheduler ticks once a second, so a short wait
+    is better spent in the worker (the engine waits for its slot right before the upstream
+    call) than rounded up to the next tick.
+    """
+    wait = pacer.peek()
+    return StepResult(wake_at=_after(wait)) if wait > SHORT_WAIT_SECONDS else None
+
+
+def _after(seconds):
+    """A wake-up time, spread a little so tasks sent to sleep together do not wake together."""
+    return utcnow() + timedelta(seconds=seconds * random.uniform(1.0, 1.25))
 
 
 def poll_step(generation_id, provider, storage, settings):

@@ -25,13 +25,15 @@ class ReapReport:
     lanes: dict[str, int] = field(default_factory=dict)  # batch id → lanes to start
     photos: list[str] = field(default_factory=list)
     partials: int = 0  # half-written files of killed writers, swept from storage
+    expired_keys: int = 0  # Idempotency-Keys past their 24 hours, deleted
 
     def summary(self):
         return (
             f"requeued {len(self.requeued)}, failed {len(self.failed)}, "
             f"polling {len(self.polls)}, finalized {len(self.finalized)}, "
             f"rang {sum(self.lanes.values())} lane(s) of {len(self.lanes)} batch(es) "
-            f"and {len(self.photos)} photo(s), swept {self.partials} partial file(s)"
+            f"and {len(self.photos)} photo(s); swept {self.partials} partial file(s) and "
+            f"{self.expired_keys} expired idempotency key(s)"
         )
 
 

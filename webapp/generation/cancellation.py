@@ -1,0 +1,118 @@
+"""Cancel a batch: images not started are cancelled and refunded; running ones finish.
+
+An image already at the engine has been paid for upstream, so it is left to finish and is
+charged like any other. Cancelling twice changes nothing the second time.
+"""
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+
+from .. import billing
+from ..extensions import db
+from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from .engine import CANCELLED_MESSAGE
+
+
+class NothingToCancel(Exception):
+    """The batch finished before it could be cancelled."""
+
+    def __init__(self, status):
+        super().__init__(f"the batch is already {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    cancelled: int  # images this cancel stopped (0 when repeated)
+    refunded: int  # credits this cancel gave back (0 when repeated)
+    still_running: int  # images already at the engine: they finish and are charged
+
+    @property
+    def message(self):
+        if not self.cancelled and not self.still_running:
+            return "The batch is cancelled; nothing was waiting or running."
+        parts = []
+        if self.cancelled:
+            images = _images(self.cancelled)
+            parts.append(f"Cancelled {images} not started; {self.refunded}⭐ refunded.")
+        if self.still_running:
+            parts.append(
+                f"{_images(self.still_running)} already running will finish and are charged."
+            )
+        return " ".join(parts)
+
+
+def _images(count):
+    return f"{count} image{'s' if count != 1 else ''}"
+
+
+def preview_cancel(batch_id):
+    """What a cancel would do now, without doing it (for asking a person first)."""
+    counts = _counts(batch_id)
+    db.session.rollback()
+    pending = counts.get(GenerationStatus.PENDING, (0, 0))
+    return CancelOutcome(
+        cancelled=pending[0],
+        refunded=pending[1],
+        still_running=counts.get(GenerationStatus.PROCESSING, (0, 0))[0],
+    )
+
+
+def cancel_batch(batch_id):
+    """Cancel the batch and refund its waiting images in one transaction.
+
+    Raises NothingToCancel if the batch already finished on its own. The batch row is written
+    first: that takes the lock a lane's claim or requeue also takes first, so no image can
+    start, or come back to waiting, halfway through a cancel.
+    """
+    now = utcnow()
+    moved = db.session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status.in_(BatchStatus.ACTIVE))
+        .values(status=BatchStatus.CANCELLED)
+    )
+    if moved.rowcount != 1:
+        status = db.session.scalar(select(Batch.status).where(Batch.id == batch_id))
+        running = _counts(batch_id).get(GenerationStatus.PROCESSING, (0, 0))[0]
+        db.session.rollback()
+        if status != BatchStatus.CANCELLED:
+            raise NothingToCancel(status)
+        return CancelOutcome(cancelled=0, refunded=0, still_running=running)
+    waiting = db.session.scalars(
+        select(Generation).where(
+            Generation.batch_id == batch_id, Generation.status == GenerationStatus.PENDING
+        )
+    ).all()
+    db.session.execute(
+        update(Generation)
+        .where(Generation.batch_id == batch_id, Generation.status == GenerationStatus.PENDING)
+        .values(
+            status=GenerationStatus.CANCELLED,
+            finished_at=now,
+            error_code="cancelled",
+            error_message=CANCELLED_MESSAGE,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    for generation in waiting:
+        billing.refund_generation(generation, note="cancelled")
+    running = _counts(batch_id).get(GenerationStatus.PROCESSING, (0, 0))[0]
+    if not running:
+        db.session.execute(update(Batch).where(Batch.id == batch_id).values(finished_at=now))
+    db.session.commit()
+    return CancelOutcome(
+        cancelled=len(waiting),
+        refunded=sum(generation.cost for generation in waiting),
+        still_running=running,
+    )
+
+
+def _counts(batch_id):
+    """{status: (images, credits)} for one batch."""
+    rows = db.session.execute(
+        select(Generation.status, func.count(), func.coalesce(func.sum(Generation.cost), 0))
+        .where(Generation.batch_id == batch_id)
+        .group_by(Generation.status)
+    ).all()
+    return {status: (count, credits) for status, count, credits in rows}
