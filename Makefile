@@ -17,8 +17,11 @@ run: $(STAMP)
 	$(FLASK) init-db
 	$(FLASK) serve
 
+# The suite is mostly waiting (consumers, sleeps, subprocesses): three workers overlap it.
+TEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,7 +16,10 @@ from webapp.extensions import db
 from webapp.models import LedgerEntry, User
 
 IN_CI = os.environ.get("CI") == "true"
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Database 15 of the local Redis; with pytest-xdist, each worker takes its own database below it
+# (gw0 → 15, gw1 → 14, …), so one worker's FLUSHDB never empties another's queue.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - _WORKER}")
 
 
 def app_config(tmp_path, **overrides):
