@@ -1,6 +1,7 @@
 """Cancel: waiting images are cancelled and refunded at once, running ones finish and are
 charged, a finished batch cannot be cancelled, and cancelling twice changes nothing."""
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -203,3 +204,40 @@ def test_cancel_while_a_consumer_works_refunds_exactly_what_did_not_run(tmp_path
     assert detail["status"] == "cancelled"
     assert detail["refunded"] == answer["refundedNow"] == PRICE * answer["cancelled"]
     assert client.balance() == 100 - PRICE * successes
+
+
+@pytest.mark.parametrize("round_number", range(3))
+def test_a_cancel_racing_failures_of_running_images_refunds_each_image_once(
+    app, api_client, round_number
+):
+    batch_id = _create(api_client, 12, concurrency=8)
+    get_queue(app).huey.flush()
+    running = [_claim(app, batch_id) for _ in range(8)]
+    barrier = threading.Barrier(len(running) + 1)
+    errors = []
+
+    def fail(claim):
+        barrier.wait()
+        try:
+            with app.app_context():
+                engine.fail_and_refund(claim.generation, claim.token, "upstream_error", "Failed.")
+        except Exception as error:  # a deadlock would surface here
+            errors.append(error)
+
+    def cancel():
+        barrier.wait()
+        response = _cancel(api_client, batch_id)
+        if response.status_code != 200:
+            errors.append(response.get_json())
+
+    threads = [threading.Thread(target=fail, args=(claim,)) for claim in running]
+    threads.append(threading.Thread(target=cancel))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(_statuses(app, batch_id)) == ["cancelled"] * 4 + ["failed"] * 8
+    assert sorted(_refunds(api_client)) == [PRICE] * 12
+    assert api_client.balance() == 100

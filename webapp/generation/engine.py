@@ -260,7 +260,13 @@ def _cancel_attempt(generation, token, *conditions):
 
 
 def fail_and_refund(generation, token, code, message):
-    """Mark an in-flight generation failed and refund it, in one transaction, fenced on token."""
+    """Mark an in-flight generation failed and refund it, in one transaction, fenced on token.
+
+    The batch row is locked first, as a cancel locks it before it refunds the same user: taken
+    in the other order, the two could deadlock on PostgreSQL.
+    """
+    if generation.batch_id:
+        _lock_batch(generation.batch_id)
     result = db.session.execute(
         update(Generation)
         .where(*fence(generation.id, token))
@@ -277,7 +283,6 @@ def fail_and_refund(generation, token, code, message):
         db.session.rollback()
         return False
     billing.refund_generation(generation, note=code)
-    _touch_batch(generation.batch_id)
     db.session.commit()
     return True
 
