@@ -34,6 +34,8 @@ def create_app(config=None, instance_path=None):
         # Kept in instance/, so a restart keeps sessions and signed links valid.
         app.config["SECRET_KEY"] = settings.instance_secret(app.instance_path)
 
+    # "/api/generate/batch//cancel" is a 404 answered in JSON, not a redirect to another URL.
+    app.url_map.merge_slashes = False
     db.init_app(app)
     # The migrations live inside the package, so an installed wheel carries them too.
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))

@@ -21,6 +21,7 @@ from tests.support import (
 )
 from webapp.extensions import db
 from webapp.generation import claims, engine
+from webapp.generation.cancellation import CancelOutcome
 from webapp.models import Generation, utcnow
 from webapp.providers import Failed, get_provider
 from webapp.storage import get_storage
@@ -121,6 +122,7 @@ def test_cancelling_twice_changes_nothing_the_second_time(app, api_client):
     assert (answer["cancelled"], answer["refundedNow"], answer["stillRunning"]) == (0, 0, 0)
     assert answer["status"] == "cancelled"
     assert answer["refunded"] == first["refunded"] == 9
+    assert answer["message"] == "The batch was already cancelled."
     assert api_client.ledger() == ledger
     assert api_client.balance() == 100
 
@@ -150,6 +152,8 @@ def test_cancel_is_only_for_the_owner(app, api_client):
         "error": "Batch not found: batch_0_missing"
     }
     assert app.test_client().post(f"/api/generate/batch/{batch_id}/cancel").status_code == 401
+    missing_id = api_client.post("/api/generate/batch//cancel")
+    assert (missing_id.status_code, missing_id.is_json) == (404, True)
     assert _statuses(app, batch_id) == ["pending", "pending"]
 
 
@@ -241,3 +245,17 @@ def test_a_cancel_racing_failures_of_running_images_refunds_each_image_once(
     assert sorted(_statuses(app, batch_id)) == ["cancelled"] * 4 + ["failed"] * 8
     assert sorted(_refunds(api_client)) == [PRICE] * 12
     assert api_client.balance() == 100
+
+
+def test_the_cancel_message_counts_in_words():
+    one_running = CancelOutcome(cancelled=1, refunded=3, still_running=1)
+    nothing_waiting = CancelOutcome(cancelled=0, refunded=0, still_running=2)
+
+    assert one_running.message == (
+        "Cancelled 1 image not started; 3⭐ refunded. "
+        "1 image already running will finish and is charged."
+    )
+    assert nothing_waiting.message == (
+        "Cancelled; no image was waiting to start. "
+        "2 images already running will finish and are charged."
+    )

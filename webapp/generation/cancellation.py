@@ -27,18 +27,21 @@ class CancelOutcome:
     cancelled: int  # images this cancel stopped (0 when repeated)
     refunded: int  # credits this cancel gave back (0 when repeated)
     still_running: int  # images already at the engine: they finish and are charged
+    repeated: bool = False  # the batch was cancelled before this call
 
     @property
     def message(self):
-        if not self.cancelled and not self.still_running:
-            return "The batch is cancelled; nothing was waiting or running."
-        parts = []
-        if self.cancelled:
+        if self.repeated:
+            parts = ["The batch was already cancelled."]
+        elif self.cancelled:
             images = _images(self.cancelled)
-            parts.append(f"Cancelled {images} not started; {self.refunded}⭐ refunded.")
+            parts = [f"Cancelled {images} not started; {self.refunded}⭐ refunded."]
+        else:
+            parts = ["Cancelled; no image was waiting to start."]
         if self.still_running:
+            verbs = "are" if self.still_running != 1 else "is"
             parts.append(
-                f"{_images(self.still_running)} already running will finish and are charged."
+                f"{_images(self.still_running)} already running will finish and {verbs} charged."
             )
         return " ".join(parts)
 
@@ -78,7 +81,7 @@ def cancel_batch(batch_id):
         db.session.rollback()
         if status != BatchStatus.CANCELLED:
             raise NothingToCancel(status)
-        return CancelOutcome(cancelled=0, refunded=0, still_running=running)
+        return CancelOutcome(cancelled=0, refunded=0, still_running=running, repeated=True)
     waiting = db.session.scalars(
         select(Generation).where(
             Generation.batch_id == batch_id, Generation.status == GenerationStatus.PENDING
