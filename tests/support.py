@@ -16,10 +16,12 @@ from webapp.extensions import db
 from webapp.models import LedgerEntry, User
 
 IN_CI = os.environ.get("CI") == "true"
-# Database 15 of the local Redis; with pytest-xdist, each worker takes its own database below it
-# (gw0 → 15, gw1 → 14, …), so one worker's FLUSHDB never empties another's queue.
+# Database 15 of the local Redis (TEST_REDIS_DB moves it); with pytest-xdist, each worker takes
+# its own database below it (gw0 → 15, gw1 → 14, …), so one worker's FLUSHDB never empties
+# another's queue.
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
-REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - _WORKER}")
+_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15")) - _WORKER
+REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{_REDIS_DB}")
 
 
 def app_config(tmp_path, **overrides):
