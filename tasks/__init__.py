@@ -130,8 +130,8 @@ class Queue:
             per interval in all however many there are.
             """
             if self._reaper_turn().acquire():
-                return  # another consumer has reaped within this interval
-            self.reap()
+                return None  # another consumer has reaped within this interval
+            return self.reap()
 
         @huey.signal(SIGNAL_INTERRUPTED)
         def hand_back_interrupted(signal, task, *args, **kwargs):
@@ -147,6 +147,7 @@ class Queue:
         self.run_lane = run_lane
         self.run_photo = run_photo
         self.poll_generation = poll_generation
+        self.reap_periodically = reap_periodically
 
     def _reaper_turn(self):
         period = self.app.config["REAP_SECONDS"] * 0.8

@@ -244,3 +244,14 @@ def test_a_sleeping_lane_is_scheduled_to_the_microsecond_in_utc(app, api_client)
 
     [scheduled] = queue.huey.pending()  # the worker that dequeues it parks it until its eta
     assert scheduled.eta == wake
+
+
+def test_consumers_that_all_run_periodic_tasks_take_turns_at_the_reaper(tmp_path, database_url):
+    app = make_app(tmp_path, database_url, REAP_SECONDS=60)
+    other_consumer = make_app(tmp_path / "other", database_url, REAP_SECONDS=60)
+
+    first = get_queue(app).reap_periodically.call_local()
+    second = get_queue(other_consumer).reap_periodically.call_local()
+
+    assert first is not None  # it reaped
+    assert second is None  # its turn comes in the next interval
