@@ -18,10 +18,11 @@ stamps with the app's clock (`utcnow()`): every consumer of a SQLite database sh
 clock, and PostgreSQL consumers on several hosts need synchronised clocks (any skew between
 them is how far a window may stretch).
 
-The window the pacer keeps is the period plus MARGIN (2.5%): the slot is stamped when it is
-taken, the upstream counts when the request arrives, and the time in between varies by a few
-milliseconds (more on a slow network). Without the margin, slots taken exactly one period apart
-can arrive a hair closer together and put limit + 1 into one of the upstream's windows.
+The window the pacer keeps is the period plus a margin (2.5% of it, at least 0.1 s): the slot
+is stamped when it is taken, the upstream counts when the request arrives, and the time in
+between varies by milliseconds, more on a slow network or a busy machine. Without the margin,
+slots taken exactly one period apart can arrive a hair closer together and put limit + 1 into
+one of the upstream's windows.
 
 `release()` removes the slot from the log, exactly as if it had never been taken: the bound
 still holds for the slots that did reach the upstream.
@@ -47,7 +48,13 @@ from .models import PacingBucket, utcnow
 log = logging.getLogger(__name__)
 
 MICROS = 1_000_000
-MARGIN = 0.025  # of the period: see the module docstring
+MARGIN = 0.025  # of the period, and at least MIN_MARGIN_SECONDS: see the module docstring
+MIN_MARGIN_SECONDS = 0.1
+
+
+def window_seconds(period):
+    """The window a pacer of this period keeps: the period plus the jitter margin."""
+    return period + max(period * MARGIN, MIN_MARGIN_SECONDS)
 EPOCH = datetime(1970, 1, 1)
 # A Redis that does not answer must not hold a worker for long.
 REDIS_TIMEOUT_SECONDS = 2.0
@@ -101,7 +108,7 @@ class Pacer:
         if period <= 0:
             raise ValueError("UPSTREAM_RATE_PERIOD must be positive")
         self.limit = limit
-        self.period_us = round(period * (1 + MARGIN) * MICROS)
+        self.period_us = round(window_seconds(period) * MICROS)
         self._mine = threading.local()
 
     def acquire(self):
