@@ -113,12 +113,14 @@ class Queue:
             )
 
         @huey.task(retries=2, retry_delay=5, name="poll_generation")
-        def poll_generation(generation_id, round_number=0):
-            """Ask an async engine whether a submitted generation is done."""
+        def poll_generation(generation_id, round_number=0, follow_up=True):
+            """Ask an async engine whether a submitted generation is done. A poll rung by a
+            callback does not follow up: the scheduled chain of polls goes on beside it."""
             with context():
                 step = engine.poll_step(generation_id, get_provider(), get_storage(), settings)
             if step.poll_generation:
-                self.poll_later(generation_id, round_number + 1)
+                if follow_up:
+                    self.poll_later(generation_id, round_number + 1)
             elif step.ring_batch:
                 run_lane(step.ring_batch)
 
@@ -166,6 +168,10 @@ class Queue:
         delays = self.app.config["POLL_DELAYS"]
         delay = delays[min(round_number, len(delays) - 1)]
         self.poll_generation.schedule(args=(generation_id, round_number), delay=delay)
+
+    def poll_now(self, generation_id):
+        """One poll at once, beside the scheduled ones (the upstream said it is done)."""
+        self.poll_generation(generation_id, follow_up=False)
 
     def start_batch(self, batch_id, concurrency, images):
         """Ring one lane per image allowed in flight; if the queue is down, the reaper starts

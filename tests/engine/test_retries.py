@@ -1,7 +1,9 @@
 """The retry policy: retryable errors wait with exponential backoff and jitter and are given up
-(and refunded) after MAX_ATTEMPTS; permanent ones fail at once. Driven through the real kie
-client against the stub kie.ai on 127.0.0.1, which misbehaves on purpose."""
+(and refunded) after MAX_ATTEMPTS; permanent ones fail at once; a 429 or an empty kie account
+waits without spending attempts, for as long as POLL_TIMEOUT_SECONDS. Driven through the real
+kie client against the stub kie.ai on 127.0.0.1, which misbehaves on purpose."""
 
+import logging
 from collections import Counter
 from datetime import timedelta
 
@@ -21,6 +23,7 @@ from tests.support import (
 from webapp.extensions import db
 from webapp.generation import claims, engine
 from webapp.models import Generation
+from webapp.pacing import window_seconds
 from webapp.providers import RETRIED, Throttled, get_provider
 from webapp.storage import get_storage
 
@@ -53,6 +56,12 @@ def _create(client, count, concurrency=4):
     response = client.post("/api/generate/batch", json=batch_body(count, concurrency=concurrency))
     assert response.status_code == 200, response.get_json()
     return response.get_json()["batchId"]
+
+
+def get_provider_of(app):
+    """The app's engine, to adjust its waits for a test."""
+    with app.app_context():
+        return get_provider()
 
 
 @pytest.mark.parametrize("attempts", range(1, 12))
@@ -142,7 +151,10 @@ def test_random_upstream_faults_end_every_image_settled_within_the_retry_cap(kie
         seed=7,
     )
     with faults as stub:
-        app = kie_app(stub, MAX_ATTEMPTS=max_attempts, UPSTREAM_RATE_LIMIT=0)
+        # No pacing; a 429 waits one (short) UPSTREAM_RATE_PERIOD, uncounted.
+        app = kie_app(
+            stub, MAX_ATTEMPTS=max_attempts, UPSTREAM_RATE_LIMIT=0, UPSTREAM_RATE_PERIOD=0.2
+        )
         client = ApiClient(app, *create_user(app))
         batch_id = _create(client, 20)
         with running_consumer(app, workers=4):
@@ -159,6 +171,7 @@ def test_random_upstream_faults_end_every_image_settled_within_the_retry_cap(kie
             assert result["errorCode"] and result["error"]
     # Every kind of fault really happened, and was retried rather than failed at once.
     assert seen["rate_limited"] and seen["server_error"] and seen["hung_up"]
+    assert all(result["errorCode"] != "rate_limited" for result in detail["results"])
     assert sum(row["attempts"] for row in rows) > len(rows)
     assert detail["refunded"] == PRICE * statuses["failed"]
     assert client.balance() == 100 - PRICE * statuses["success"]
@@ -182,8 +195,72 @@ def test_a_full_upstream_pace_is_waited_out_not_counted_as_an_attempt(kie_app):
 
     assert first.worked and first.poll_generation
     assert not asleep.worked and asleep.wake_at is not None
-    assert isinstance(outcome, Throttled) and 0 < outcome.seconds <= 60 * 1.025
+    assert isinstance(outcome, Throttled) and 0 < outcome.seconds <= window_seconds(60)
     assert stub.counts["create"] == 1  # the throttled image reached kie's upload, not its create
     rows = generation_rows(app, batch_id)
     assert [(row["status"], row["attempts"]) for row in rows] == [("processing", 1), ("pending", 0)]
+    assert client.balance() == 100 - 2 * PRICE
+
+
+def test_a_429_waits_at_least_one_rate_window_without_spending_an_attempt(kie_app):
+    with KieStub(rate_429=1.0) as stub:
+        app = kie_app(stub, UPSTREAM_RATE_PERIOD=10)
+        client = ApiClient(app, *create_user(app))
+        batch_id = _create(client, 1)
+        settings = claims.Settings.from_config(app.config)
+        with app.app_context():
+            step = engine.lane_step(batch_id, get_provider(), get_storage(), settings)
+            row = db.session.scalar(db.select(Generation).where(Generation.batch_id == batch_id))
+
+    assert not step.worked and step.wake_at is not None
+    assert (row.status, row.attempts, row.error_code) == ("pending", 0, "rate_limited")
+    assert RETRIED in row.error_message
+    assert timedelta(seconds=10) <= row.not_before - row.started_at <= timedelta(seconds=16)
+    assert stub.counts["rate_limited"] == 1
+    assert client.balance() == 100 - PRICE
+
+
+@pytest.mark.e2e
+def test_an_upstream_that_answers_429_forever_fails_the_image_after_the_deadline(kie_app):
+    # Past POLL_TIMEOUT_SECONDS (0 here) every 429 counts, so MAX_ATTEMPTS of them end it.
+    with KieStub(rate_429=1.0) as stub:
+        app = kie_app(stub, MAX_ATTEMPTS=3, POLL_TIMEOUT_SECONDS=0)
+        client = ApiClient(app, *create_user(app))
+        batch_id = _create(client, 1)
+        with running_consumer(app, workers=1):
+            detail = wait_for(batch_finished(client, batch_id), timeout=30)
+
+    [result] = detail["results"]
+    assert (result["status"], result["errorCode"]) == ("failed", "rate_limited")
+    assert result["error"] == (
+        "kie.ai is rate-limiting requests. "
+        "Gave up after 3 attempts; the credits for this image were refunded."
+    )
+    assert [row["attempts"] for row in generation_rows(app, batch_id)] == [3]
+    assert stub.counts["rate_limited"] == 3
+    assert client.balance() == 100
+
+
+@pytest.mark.e2e
+def test_an_empty_kie_account_holds_images_uncounted_until_ops_top_it_up(kie_app, caplog):
+    with KieStub(credits=0, polls_until_done=0) as stub:
+        app = kie_app(stub, MAX_ATTEMPTS=1)
+        get_provider_of(app).out_of_credits_wait = 0.2
+        client = ApiClient(app, *create_user(app))
+        batch_id = _create(client, 2)
+        with caplog.at_level(logging.ERROR), running_consumer(app, workers=2):
+            wait_for(lambda: stub.counts["out_of_credits"] >= 4, timeout=30)
+            waiting = client.get(f"/api/generate/batch/{batch_id}").get_json()
+            rows_while_empty = generation_rows(app, batch_id)
+            stub.credits = 10  # an operator tops the account up
+            detail = wait_for(batch_finished(client, batch_id), timeout=30)
+
+    # Refused many times, yet nothing failed: with MAX_ATTEMPTS=1 a counted try would have.
+    assert all(row["status"] != "failed" for row in rows_while_empty)
+    assert all(row["attempts"] <= 1 for row in rows_while_empty)
+    assert waiting["summary"]["failed"] == 0
+    assert detail["status"] == "completed"
+    assert [row["attempts"] for row in generation_rows(app, batch_id)] == [1, 1]
+    alerts = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert any("out of credits" in alert for alert in alerts)
     assert client.balance() == 100 - 2 * PRICE

@@ -3,7 +3,7 @@
 import pytest
 
 from webapp import create_app
-from webapp.config import from_environment
+from webapp.config import defaults, from_environment
 
 
 def test_the_environment_overrides_instance_config_which_overrides_defaults(tmp_path, monkeypatch):
@@ -34,3 +34,35 @@ def test_empty_variables_count_as_unset_and_bad_numbers_are_named():
     assert from_environment({"REDIS_URL": "", "LEASE_SECONDS": "60"}) == {"LEASE_SECONDS": 60}
     with pytest.raises(ValueError, match="MAX_ATTEMPTS='many'"):
         from_environment({"MAX_ATTEMPTS": "many"})
+
+
+def test_the_kie_settings_come_from_the_environment():
+    environ = {
+        "KIE_API_KEY": "sk-1",
+        "KIE_API_BASE": "http://127.0.0.1:8099/",
+        "KIE_UPLOAD_BASE": "http://127.0.0.1:8099",
+        "KIE_WEBHOOK_HMAC_KEY": "whk",
+    }
+
+    assert from_environment(environ) == {
+        "KIE_API_KEY": "sk-1",
+        "KIE_API_BASE": "http://127.0.0.1:8099",
+        "KIE_UPLOAD_BASE": "http://127.0.0.1:8099",
+        "KIE_WEBHOOK_HMAC_KEY": "whk",
+    }
+
+
+def test_polls_follow_kies_cadence_and_give_up_after_15_minutes(tmp_path):
+    config = defaults(str(tmp_path))
+    delays, elapsed = config["POLL_DELAYS"], 0
+    for delay in delays:
+        if elapsed < 30:
+            assert 2 <= delay <= 3, (elapsed, delay)
+        elif elapsed < 120:
+            assert 5 <= delay <= 10, (elapsed, delay)
+        else:
+            assert 15 <= delay <= 30, (elapsed, delay)
+        elapsed += delay
+    assert 15 <= delays[-1] <= 30  # the last one repeats until the deadline
+    assert config["POLL_TIMEOUT_SECONDS"] == 15 * 60
+    assert config["KIE_WEBHOOK_HMAC_KEY"] is None

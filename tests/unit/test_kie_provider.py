@@ -1,173 +1,174 @@
-"""The kie.ai engine against `responses` mocks that follow shared/spec/kie-api.md."""
+"""Submitting to kie.ai: uploads, the create body of every model in every API style, and what
+each refusal becomes, against `responses` mocks that follow shared/spec/kie-api.md."""
 
 import base64
-import io
-import json
+import logging
 
 import pytest
 import requests
-import responses
-from PIL import Image
 
+from tests.unit.kie_mocks import (
+    API,
+    CREATE,
+    GPT4O,
+    INPUT_URL,
+    KEY,
+    KONTEXT,
+    PNG,
+    UPLOAD,
+    UPLOAD_URL,
+    add_created,
+    add_upload,
+    image_bytes,
+    make_request,
+    sent_json,
+)
 from webapp.catalog import load_catalog
-from webapp.providers import Done, GenerationRequest, Pending, Submitted, create_provider
+from webapp.providers import Failed, Submitted, Throttled, create_provider
 from webapp.providers.kie import KieProvider
+from webapp.providers.kie_payloads import STYLES
 
-API = "https://api.kie.test"
-UPLOAD = "https://upload.kie.test"
-KEY = "sk-test-secret-key"
-CREATE = f"{API}/api/v1/jobs/createTask"
-RECORD = f"{API}/api/v1/jobs/recordInfo"
-KONTEXT = f"{API}/api/v1/flux/kontext/generate"
-KONTEXT_RECORD = f"{API}/api/v1/flux/kontext/record-info"
-UPLOAD_URL = f"{UPLOAD}/api/file-base64-upload"
-INPUT_URL = "https://files.kie.test/batchgen/gen-1.png"
-RESULT_URL = "https://cdn.kie.test/results/out.png"
+CALLBACK = "https://img.example.com/api/callbacks/kie"
 
 
-def image_bytes(image_format="PNG", size=(8, 6)):
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(buffer, image_format)
-    return buffer.getvalue()
+def jobs(model, **fields):
+    return CREATE, {"model": model, "input": {"prompt": "white background", **fields}}
 
 
-PNG = image_bytes()
-
-
-def make_request(
-    model_id,
-    mode="i2i",
-    *,
-    prompt="white background",
-    negative_prompt=None,
-    quality=None,
-    aspect_ratio=None,
-    input_image=PNG,
-):
-    model = load_catalog().get(model_id)
-    return GenerationRequest(
-        generation_id="gen-1",
-        model=model,
-        mode=mode,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        quality=quality or model.default_quality,
-        aspect_ratio=aspect_ratio or model.default_aspect_ratio,
-        input_image=input_image if mode == "i2i" else None,
-    )
-
-
-@pytest.fixture
-def kie_mock():
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
-def provider():
-    return KieProvider(KEY, API, UPLOAD)
-
-
-def sent_json(call):
-    return json.loads(call.request.body)
-
-
-def add_upload(kie_mock, url=INPUT_URL):
-    kie_mock.post(
-        UPLOAD_URL,
-        json={"success": True, "code": 200, "msg": "ok", "data": {"downloadUrl": url}},
-    )
-
-
-def add_created(kie_mock, endpoint=CREATE, task_id="task-1"):
-    kie_mock.post(endpoint, json={"code": 200, "msg": "success", "data": {"taskId": task_id}})
-
-
-def add_record(kie_mock, data, endpoint=RECORD):
-    kie_mock.get(endpoint, json={"code": 200, "msg": "success", "data": data})
-
-
-# Submitting
-
-
-def test_jobs_model_upload_then_create_task_sends_mapped_fields(kie_mock, provider):
-    add_upload(kie_mock)
-    add_created(kie_mock)
-
-    outcome = provider.submit(make_request("flux-2", quality="2k", aspect_ratio="16:9"))
-
-    assert outcome == Submitted("jobs:task-1")
-    upload, create = kie_mock.calls
-    assert sent_json(upload) == {
-        "base64Data": "data:image/png;base64," + base64.b64encode(PNG).decode(),
-        "uploadPath": "batchgen",
-        "fileName": "gen-1.png",
-    }
-    assert sent_json(create) == {
-        "model": "flux-2/pro-image-to-image",
-        "input": {
+# Every catalog model, image-to-image at its default quality and ratio: the endpoint and the
+# body kie-api.md asks for (every required field, defaults included).
+EXPECTED_BODIES = {
+    "flux-2": jobs(
+        "flux-2/pro-image-to-image", input_urls=[INPUT_URL], aspect_ratio="auto", resolution="1K"
+    ),
+    "flux-kontext-pro": (
+        KONTEXT,
+        {
             "prompt": "white background",
-            "input_urls": [INPUT_URL],
-            "aspect_ratio": "16:9",
-            "resolution": "2K",
+            "model": "flux-kontext-pro",
+            "inputImage": INPUT_URL,
+            "aspectRatio": "1:1",
+            "outputFormat": "png",
         },
-    }
+    ),
+    "flux-kontext-max": (
+        KONTEXT,
+        {
+            "prompt": "white background",
+            "model": "flux-kontext-max",
+            "inputImage": INPUT_URL,
+            "aspectRatio": "1:1",
+            "outputFormat": "png",
+        },
+    ),
+    "nano-banana": jobs(
+        "google/nano-banana-edit",
+        image_urls=[INPUT_URL],
+        aspect_ratio="auto",
+        output_format="png",
+    ),
+    "nano-banana-pro": jobs(
+        "nano-banana-pro",
+        image_input=[INPUT_URL],
+        aspect_ratio="auto",
+        resolution="1K",
+        output_format="png",
+    ),
+    "seedream-4.5": jobs(
+        "seedream/4.5-edit", image_urls=[INPUT_URL], aspect_ratio="1:1", quality="basic"
+    ),
+    "gpt-image-1.5": jobs(
+        "gpt-image/1.5-image-to-image", input_urls=[INPUT_URL], aspect_ratio="1:1", quality="medium"
+    ),
+    "qwen-image-edit": jobs(
+        "qwen/image-edit", image_url=INPUT_URL, image_size="square_hd", output_format="png"
+    ),
+    "gpt-4o-image": (
+        GPT4O,
+        {"prompt": "white background", "filesUrl": [INPUT_URL], "size": "1:1", "nVariants": 1},
+    ),
+}
+STYLE_OF_ENDPOINT = {CREATE: "jobs", KONTEXT: "kontext", GPT4O: "gpt4o"}
+
+
+def test_every_catalog_model_has_its_expected_body():
+    assert set(EXPECTED_BODIES) == {model.id for model in load_catalog()}
+
+
+@pytest.mark.parametrize("model_id", sorted(EXPECTED_BODIES))
+def test_each_model_uploads_its_input_then_creates_the_task_kie_asks_for(
+    kie_mock, provider, model_id
+):
+    endpoint, body = EXPECTED_BODIES[model_id]
+    add_upload(kie_mock)
+    add_created(kie_mock, endpoint, "t-1")
+
+    outcome = provider.submit(make_request(model_id))
+
+    assert outcome == Submitted(f"{STYLE_OF_ENDPOINT[endpoint]}:t-1")
+    upload, create = kie_mock.calls
+    assert upload.request.url == UPLOAD_URL
+    assert sent_json(create) == body
     for call in kie_mock.calls:
         assert call.request.headers["Authorization"] == f"Bearer {KEY}"
         assert call.request.headers["User-Agent"] == "batchgen/0.1"
 
 
-def test_auto_aspect_ratio_passes_through_and_extra_fields_are_sent(kie_mock, provider):
+def test_the_upload_is_base64_in_a_folder_per_batch_named_for_the_generation(kie_mock, provider):
     add_upload(kie_mock)
     add_created(kie_mock)
 
-    provider.submit(make_request("nano-banana", aspect_ratio="auto"))
+    provider.submit(make_request("flux-2", batch_id="batch_1_ab"))
 
-    assert sent_json(kie_mock.calls[1]) == {
-        "model": "google/nano-banana-edit",
-        "input": {
-            "output_format": "png",
-            "prompt": "white background",
-            "image_urls": [INPUT_URL],
-            "aspect_ratio": "auto",
-        },
+    assert sent_json(kie_mock.calls[0]) == {
+        "base64Data": "data:image/png;base64," + base64.b64encode(PNG).decode(),
+        "uploadPath": "batchgen/batch_1_ab",
+        "fileName": "gen-1.png",
     }
 
 
-def test_quality_is_mapped_to_the_upstream_value(kie_mock, provider):
+def test_a_single_photo_is_uploaded_to_the_photos_folder(kie_mock, provider):
+    add_upload(kie_mock)
+    add_created(kie_mock)
+
+    provider.submit(make_request("flux-2"))
+
+    assert sent_json(kie_mock.calls[0])["uploadPath"] == "batchgen/photos"
+
+
+def test_quality_and_ratio_are_translated_to_the_upstream_values(kie_mock, provider):
     add_upload(kie_mock)
     add_created(kie_mock)
 
     provider.submit(make_request("seedream-4.5", quality="4k", aspect_ratio="3:4"))
+    provider_body = sent_json(kie_mock.calls[1])["input"]
 
-    assert sent_json(kie_mock.calls[1])["input"] == {
-        "prompt": "white background",
-        "image_urls": [INPUT_URL],
-        "aspect_ratio": "3:4",
-        "quality": "high",
-    }
+    assert (provider_body["quality"], provider_body["aspect_ratio"]) == ("high", "3:4")
 
 
-def test_qwen_sends_a_single_image_string_mapped_size_and_negative_prompt(kie_mock, provider):
+def test_qwen_gets_the_negative_prompt_and_a_mapped_image_size(kie_mock, provider):
     add_upload(kie_mock)
     add_created(kie_mock)
 
     request = make_request("qwen-image-edit", aspect_ratio="16:9", negative_prompt="blurry")
     assert provider.submit(request) == Submitted("jobs:task-1")
 
-    assert sent_json(kie_mock.calls[1]) == {
-        "model": "qwen/image-edit",
-        "input": {
-            "output_format": "png",
-            "prompt": "white background",
-            "image_url": INPUT_URL,
-            "image_size": "landscape_16_9",
-            "negative_prompt": "blurry",
-        },
-    }
+    sent = sent_json(kie_mock.calls[1])["input"]
+    assert (sent["image_size"], sent["negative_prompt"]) == ("landscape_16_9", "blurry")
 
 
-def test_negative_prompt_is_left_out_when_there_is_none(kie_mock, provider):
+@pytest.mark.parametrize("model_id", ["flux-2", "flux-kontext-pro", "gpt-4o-image", "seedream-4.5"])
+def test_a_negative_prompt_is_not_sent_to_models_that_take_none(kie_mock, provider, model_id):
+    endpoint, _ = EXPECTED_BODIES[model_id]
+    add_upload(kie_mock)
+    add_created(kie_mock, endpoint)
+
+    provider.submit(make_request(model_id, negative_prompt="blurry"))
+
+    assert "blurry" not in kie_mock.calls[1].request.body.decode()
+
+
+def test_qwen_without_a_negative_prompt_sends_none(kie_mock, provider):
     add_upload(kie_mock)
     add_created(kie_mock)
 
@@ -176,30 +177,90 @@ def test_negative_prompt_is_left_out_when_there_is_none(kie_mock, provider):
     assert "negative_prompt" not in sent_json(kie_mock.calls[1])["input"]
 
 
-def test_text_to_image_creates_the_task_without_an_upload(kie_mock, provider):
+@pytest.mark.parametrize(
+    ("model_id", "endpoint", "body"),
+    [
+        (
+            "nano-banana-pro",
+            CREATE,
+            {
+                "model": "nano-banana-pro",
+                "input": {
+                    "prompt": "white background",
+                    "aspect_ratio": "1:1",
+                    "resolution": "4K",
+                    "output_format": "png",
+                },
+            },
+        ),
+        (
+            "flux-kontext-pro",
+            KONTEXT,
+            {
+                "prompt": "white background",
+                "model": "flux-kontext-pro",
+                "aspectRatio": "1:1",
+                "outputFormat": "png",
+            },
+        ),
+        (
+            "gpt-4o-image",
+            GPT4O,
+            {"prompt": "white background", "size": "1:1", "nVariants": 1},
+        ),
+    ],
+)
+def test_text_to_image_creates_the_task_without_an_upload(
+    kie_mock, provider, model_id, endpoint, body
+):
+    add_created(kie_mock, endpoint)
+    quality = "4k" if model_id == "nano-banana-pro" else None
+
+    outcome = provider.submit(make_request(model_id, "t2i", quality=quality, aspect_ratio="1:1"))
+
+    assert isinstance(outcome, Submitted)
+    [create] = kie_mock.calls
+    assert sent_json(create) == body
+
+
+def test_text_to_image_uses_the_models_text_to_image_twin(kie_mock, provider):
     add_created(kie_mock)
 
-    outcome = provider.submit(make_request("nano-banana-pro", "t2i", quality="4k"))
+    provider.submit(make_request("flux-2", "t2i", aspect_ratio="16:9"))
 
-    assert outcome == Submitted("jobs:task-1")
-    assert len(kie_mock.calls) == 1
-    assert sent_json(kie_mock.calls[0]) == {
-        "model": "nano-banana-pro",
-        "input": {
-            "output_format": "png",
-            "prompt": "white background",
-            "aspect_ratio": "auto",
-            "resolution": "4K",
-        },
-    }
+    assert sent_json(kie_mock.calls[0])["model"] == "flux-2/pro-text-to-image"
 
 
-def test_jpeg_input_is_uploaded_with_its_own_mime_type_and_extension(kie_mock, provider):
-    jpeg = image_bytes("JPEG")
+@pytest.mark.parametrize(
+    ("model_id", "endpoint"),
+    [("flux-2", CREATE), ("flux-kontext-max", KONTEXT), ("gpt-4o-image", GPT4O)],
+)
+def test_callback_url_is_registered_in_every_style(kie_mock, model_id, endpoint):
+    provider = KieProvider(KEY, API, UPLOAD, callback_url=CALLBACK)
+    add_upload(kie_mock)
+    add_created(kie_mock, endpoint)
+
+    provider.submit(make_request(model_id))
+
+    body = sent_json(kie_mock.calls[1])
+    assert body["callBackUrl"] == CALLBACK
+    assert "callBackUrl" not in body.get("input", {})
+
+
+def test_no_callback_url_is_sent_without_a_public_base_url(kie_mock, provider):
     add_upload(kie_mock)
     add_created(kie_mock)
 
-    provider.submit(make_request("flux-2", input_image=jpeg))
+    provider.submit(make_request("flux-2"))
+
+    assert "callBackUrl" not in sent_json(kie_mock.calls[1])
+
+
+def test_jpeg_input_is_uploaded_with_its_own_mime_type_and_extension(kie_mock, provider):
+    add_upload(kie_mock)
+    add_created(kie_mock)
+
+    provider.submit(make_request("flux-2", input_image=image_bytes("JPEG")))
 
     upload = sent_json(kie_mock.calls[0])
     assert upload["base64Data"].startswith("data:image/jpeg;base64,")
@@ -209,89 +270,141 @@ def test_jpeg_input_is_uploaded_with_its_own_mime_type_and_extension(kie_mock, p
 def test_unreadable_input_image_fails_without_calling_kie(kie_mock, provider):
     outcome = provider.submit(make_request("flux-2", input_image=b"not an image"))
 
-    assert outcome.code == "invalid_input"
-    assert outcome.retryable is False
+    assert (outcome.code, outcome.retryable) == ("invalid_input", False)
     assert len(kie_mock.calls) == 0
 
 
-def test_kontext_upload_then_generate_sends_flat_camelcase_body(kie_mock, provider):
-    add_upload(kie_mock)
-    add_created(kie_mock, KONTEXT, "k-1")
+@pytest.mark.parametrize(
+    ("model_id", "changes"),
+    [("gpt-image-1.5", {"aspect_ratio": "16:9"}), ("seedream-4.5", {"quality": "1k"})],
+)
+def test_a_request_the_mapping_cannot_express_fails_without_calling_kie(
+    kie_mock, provider, model_id, changes
+):
+    outcome = provider.submit(make_request(model_id, **changes))
 
-    outcome = provider.submit(
-        make_request("flux-kontext-max", aspect_ratio="9:16", negative_prompt="blurry")
-    )
-
-    assert outcome == Submitted("kontext:k-1")
-    assert sent_json(kie_mock.calls[1]) == {
-        "prompt": "white background",
-        "model": "flux-kontext-max",
-        "inputImage": INPUT_URL,
-        "aspectRatio": "9:16",
-        "outputFormat": "png",
-    }
+    assert (outcome.code, outcome.retryable) == ("invalid_input", False)
+    assert len(kie_mock.calls) == 0
 
 
-def test_kontext_text_to_image_has_no_input_image(kie_mock, provider):
-    add_created(kie_mock, KONTEXT, "k-2")
-
-    assert provider.submit(make_request("flux-kontext-pro", "t2i")) == Submitted("kontext:k-2")
-
-    assert sent_json(kie_mock.calls[0]) == {
-        "prompt": "white background",
-        "model": "flux-kontext-pro",
-        "aspectRatio": "1:1",
-        "outputFormat": "png",
-    }
-
-
-# Errors on submit
-
-
-def test_http_200_with_error_code_429_is_retryable(kie_mock, provider):
-    add_upload(kie_mock)
-    kie_mock.post(CREATE, json={"code": 429, "msg": "Rate limited", "data": None})
+def test_upload_answer_without_download_url_is_retryable(kie_mock, provider):
+    kie_mock.post(UPLOAD_URL, json={"success": True, "code": 200, "msg": "ok", "data": None})
 
     outcome = provider.submit(make_request("flux-2"))
 
-    assert outcome.code == "rate_limited"
-    assert outcome.retryable is True
+    assert (outcome.code, outcome.retryable) == ("upstream_error", True)
 
 
-@pytest.mark.parametrize(
-    ("code", "error_code", "retryable"),
-    [
-        (402, "upstream_unavailable", True),
-        (433, "rate_limited", True),
-        (455, "upstream_unavailable", True),
-        (500, "upstream_error", True),
-        (550, "upstream_unavailable", True),
-        (400, "content_policy", False),
-        (401, "upstream_auth", False),
-        (404, "upstream_rejected", False),
-        (422, "invalid_input", False),
-        (451, "invalid_input", False),
-        (501, "generation_failed", False),
-        (505, "upstream_rejected", False),
-    ],
-)
-def test_body_codes_on_create_are_classified(kie_mock, provider, code, error_code, retryable):
+def test_create_answer_without_task_id_is_retryable(kie_mock, provider):
+    add_upload(kie_mock)
+    kie_mock.post(CREATE, json={"code": 200, "msg": "success", "data": {}})
+
+    outcome = provider.submit(make_request("flux-2"))
+
+    assert (outcome.code, outcome.retryable) == ("upstream_error", True)
+
+
+# Refusals on create: the code table, whether it comes in the body or as the HTTP status.
+
+PERMANENT_OR_COUNTED = [
+    (400, "content_policy", False),
+    (401, "upstream_auth", False),
+    (404, "upstream_rejected", False),
+    (422, "invalid_input", False),
+    (451, "invalid_input", False),
+    (455, "upstream_unavailable", True),
+    (500, "upstream_error", True),
+    (501, "generation_failed", False),
+    (505, "upstream_rejected", False),
+    (550, "upstream_unavailable", True),
+]
+
+
+@pytest.mark.parametrize(("code", "error_code", "retryable"), PERMANENT_OR_COUNTED)
+def test_body_codes_under_http_200_are_classified(kie_mock, provider, code, error_code, retryable):
     kie_mock.post(CREATE, json={"code": code, "msg": "something went wrong"})
 
     outcome = provider.submit(make_request("nano-banana", "t2i"))
 
+    assert isinstance(outcome, Failed)
     assert (outcome.code, outcome.retryable) == (error_code, retryable)
     assert outcome.message
 
 
-def test_kie_out_of_credits_is_retryable_and_does_not_blame_the_user(kie_mock, provider):
-    kie_mock.post(CREATE, json={"code": 402, "msg": "Your credits are insufficient"})
+@pytest.mark.parametrize(("code", "error_code", "retryable"), PERMANENT_OR_COUNTED)
+def test_http_statuses_without_a_body_code_are_classified_the_same(
+    kie_mock, provider, code, error_code, retryable
+):
+    kie_mock.post(CREATE, status=code, body="<html>error</html>")
 
     outcome = provider.submit(make_request("nano-banana", "t2i"))
 
-    assert outcome.retryable is True
-    assert "insufficient" not in outcome.message
-    assert "not a problem with your request" in outcome.message
+    assert (outcome.code, outcome.retryable) == (error_code, retryable)
+
+
+def test_an_unknown_5xx_without_json_is_retryable(kie_mock, provider):
+    kie_mock.post(CREATE, status=503, body="<html>Bad gateway</html>")
+
+    outcome = provider.submit(make_request("nano-banana", "t2i"))
+
+    assert (outcome.code, outcome.retryable) == ("upstream_unavailable", True)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"json": {"code": 429, "msg": "Rate limited"}},
+        {"status": 429, "body": "Too Many Requests"},
+        {"json": {"code": 433, "msg": "Sub-key limit"}},
+    ],
+    ids=["body-429", "http-429", "body-433"],
+)
+def test_a_rate_limit_on_create_waits_at_least_one_window_without_failing(
+    kie_mock, provider, answer
+):
+    kie_mock.post(CREATE, **answer)
+
+    outcome = provider.submit(make_request("nano-banana", "t2i"))
+
+    assert isinstance(outcome, Throttled)
+    assert provider.rate_limited_wait <= outcome.seconds <= provider.rate_limited_wait * 1.5
+    assert (outcome.refusal.code, outcome.refusal.retryable) == ("rate_limited", True)
+
+
+@pytest.mark.parametrize(("retry_after", "wait"), [("42", 42.0), ("1", 10.0), ("9000", 300.0)])
+def test_retry_after_is_honoured_within_bounds(kie_mock, provider, retry_after, wait):
+    kie_mock.post(CREATE, status=429, headers={"Retry-After": retry_after}, body="slow down")
+
+    outcome = provider.submit(make_request("nano-banana", "t2i"))
+
+    assert outcome.seconds == wait
+
+
+def test_kie_out_of_credits_waits_alerts_ops_and_does_not_blame_the_user(
+    kie_mock, provider, caplog
+):
+    kie_mock.post(CREATE, json={"code": 402, "msg": "Your credits are insufficient"})
+
+    with caplog.at_level(logging.ERROR):
+        outcome = provider.submit(make_request("nano-banana", "t2i"))
+
+    assert isinstance(outcome, Throttled)
+    assert outcome.seconds == provider.out_of_credits_wait
+    assert (outcome.refusal.code, outcome.refusal.retryable) == ("upstream_unavailable", True)
+    assert "insufficient" not in outcome.refusal.message
+    assert "not a problem with your request" in outcome.refusal.message
+    [alert] = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert "out of credits" in alert.getMessage()
+
+
+def test_a_rejected_api_key_fails_the_image_and_alerts_ops(kie_mock, provider, caplog):
+    kie_mock.post(CREATE, status=401, json={"code": 401, "msg": "Unauthorized"})
+
+    with caplog.at_level(logging.ERROR):
+        outcome = provider.submit(make_request("nano-banana", "t2i"))
+
+    assert (outcome.code, outcome.retryable) == ("upstream_auth", False)
+    assert any("KIE_API_KEY" in record.getMessage() for record in caplog.records)
 
 
 def test_error_text_is_read_from_message_when_msg_is_absent(kie_mock, provider):
@@ -309,14 +422,6 @@ def test_server_error_that_names_the_content_policy_is_permanent(kie_mock, provi
     outcome = provider.submit(make_request("nano-banana", "t2i"))
 
     assert (outcome.code, outcome.retryable) == ("content_policy", False)
-
-
-def test_http_5xx_without_json_is_retryable(kie_mock, provider):
-    kie_mock.post(CREATE, status=503, body="<html>Bad gateway</html>")
-
-    outcome = provider.submit(make_request("nano-banana", "t2i"))
-
-    assert (outcome.code, outcome.retryable) == ("upstream_unavailable", True)
 
 
 def test_timeout_is_retryable(kie_mock, provider):
@@ -345,180 +450,6 @@ def test_api_key_never_appears_in_a_message(kie_mock, provider):
     assert KEY not in outcome.message
 
 
-# Polling the jobs API
-
-
-def test_record_info_null_is_pending(kie_mock, provider):
-    kie_mock.get(RECORD, json={"code": 422, "msg": "recordInfo is null", "data": None})
-
-    assert provider.poll("jobs:task-1", make_request("flux-2")) == Pending()
-    assert kie_mock.calls[0].request.params == {"taskId": "task-1"}
-
-
-@pytest.mark.parametrize("state", ["waiting", "queuing", "generating"])
-def test_running_states_are_pending(kie_mock, provider, state):
-    add_record(kie_mock, {"taskId": "task-1", "state": state})
-
-    assert provider.poll("jobs:task-1", make_request("flux-2")) == Pending()
-
-
-def test_success_downloads_the_first_result_url(kie_mock, provider):
-    add_record(
-        kie_mock,
-        {"state": "success", "resultJson": json.dumps({"resultUrls": [RESULT_URL, "x"]})},
-    )
-    kie_mock.get(RESULT_URL, body=PNG, content_type="image/png")
-
-    assert provider.poll("jobs:task-1", make_request("flux-2")) == Done(PNG, "png")
-
-
-def test_result_json_may_be_an_object_and_jpeg_results_keep_their_extension(kie_mock, provider):
-    jpeg = image_bytes("JPEG")
-    add_record(kie_mock, {"state": "success", "resultJson": {"resultUrls": [RESULT_URL]}})
-    kie_mock.get(RESULT_URL, body=jpeg)
-
-    assert provider.poll("jobs:task-1", make_request("flux-2")) == Done(jpeg, "jpg")
-
-
-def test_result_download_does_not_send_kie_authorization(kie_mock, provider):
-    add_record(kie_mock, {"state": "success", "resultJson": {"resultUrls": [RESULT_URL]}})
-    kie_mock.get(RESULT_URL, body=PNG)
-
-    provider.poll("jobs:task-1", make_request("flux-2"))
-
-    record, download = kie_mock.calls
-    assert record.request.headers["Authorization"] == f"Bearer {KEY}"
-    assert "Authorization" not in download.request.headers
-    assert download.request.headers["User-Agent"] == "batchgen/0.1"
-
-
-@pytest.mark.parametrize(
-    ("fail_code", "fail_msg"),
-    [("400", "Image rejected"), ("", "Your prompt violates our content policy")],
-)
-def test_content_policy_failure_is_permanent(kie_mock, provider, fail_code, fail_msg):
-    add_record(kie_mock, {"state": "fail", "failCode": fail_code, "failMsg": fail_msg})
-
-    outcome = provider.poll("jobs:task-1", make_request("flux-2"))
-
-    assert (outcome.code, outcome.retryable) == ("content_policy", False)
-    assert fail_msg in outcome.message
-
-
-def test_failed_task_with_a_server_error_may_be_retried(kie_mock, provider):
-    add_record(kie_mock, {"state": "fail", "failCode": "500", "failMsg": "internal error"})
-
-    outcome = provider.poll("jobs:task-1", make_request("flux-2"))
-
-    assert (outcome.code, outcome.retryable) == ("upstream_error", True)
-
-
-def test_failed_task_without_a_known_code_is_a_permanent_generation_failure(kie_mock, provider):
-    add_record(kie_mock, {"state": "fail", "failCode": None, "failMsg": "could not render"})
-
-    outcome = provider.poll("jobs:task-1", make_request("flux-2"))
-
-    assert (outcome.code, outcome.retryable) == ("generation_failed", False)
-
-
-@pytest.mark.parametrize(
-    "answer",
-    [
-        {"body": requests.exceptions.ReadTimeout("read timed out")},
-        {"json": {"code": 429, "msg": "Rate limited"}},
-        {"status": 502, "body": "Bad gateway"},
-    ],
-)
-def test_transient_errors_while_polling_keep_polling_rather_than_resubmit(
-    kie_mock, provider, answer
-):
-    kie_mock.get(RECORD, **answer)
-
-    assert provider.poll("jobs:task-1", make_request("flux-2")) == Pending()
-
-
-def test_transient_result_download_error_keeps_polling(kie_mock, provider):
-    add_record(kie_mock, {"state": "success", "resultJson": {"resultUrls": [RESULT_URL]}})
-    kie_mock.get(RESULT_URL, status=503)
-
-    assert provider.poll("jobs:task-1", make_request("flux-2")) == Pending()
-
-
-def test_expired_result_fails_permanently(kie_mock, provider):
-    add_record(kie_mock, {"state": "success", "resultJson": {"resultUrls": [RESULT_URL]}})
-    kie_mock.get(RESULT_URL, status=404)
-
-    outcome = provider.poll("jobs:task-1", make_request("flux-2"))
-
-    assert (outcome.code, outcome.retryable) == ("result_unavailable", False)
-
-
-def test_success_without_result_urls_fails(kie_mock, provider):
-    add_record(kie_mock, {"state": "success", "resultJson": '{"resultUrls": []}'})
-
-    outcome = provider.poll("jobs:task-1", make_request("flux-2"))
-
-    assert (outcome.code, outcome.retryable) == ("generation_failed", False)
-
-
-def test_unknown_task_id_style_fails(kie_mock, provider):
-    outcome = provider.poll("gpt4o:task-1", make_request("flux-2"))
-
-    assert outcome.code == "unknown_task"
-    assert len(kie_mock.calls) == 0
-
-
-# Polling Flux Kontext
-
-
-def test_kontext_generating_is_pending(kie_mock, provider):
-    add_record(kie_mock, {"taskId": "k-1", "successFlag": 0}, KONTEXT_RECORD)
-
-    assert provider.poll("kontext:k-1", make_request("flux-kontext-pro")) == Pending()
-    assert kie_mock.calls[0].request.params == {"taskId": "k-1"}
-
-
-def test_kontext_success_downloads_the_result_image(kie_mock, provider):
-    add_record(
-        kie_mock,
-        {"successFlag": 1, "response": {"resultImageUrl": RESULT_URL}},
-        KONTEXT_RECORD,
-    )
-    kie_mock.get(RESULT_URL, body=PNG)
-
-    assert provider.poll("kontext:k-1", make_request("flux-kontext-pro")) == Done(PNG, "png")
-    assert "Authorization" not in kie_mock.calls[1].request.headers
-
-
-def test_kontext_content_policy_failure_is_permanent(kie_mock, provider):
-    add_record(
-        kie_mock,
-        {"successFlag": 3, "errorCode": 400, "errorMessage": "Image flagged"},
-        KONTEXT_RECORD,
-    )
-
-    outcome = provider.poll("kontext:k-1", make_request("flux-kontext-pro"))
-
-    assert (outcome.code, outcome.retryable) == ("content_policy", False)
-    assert "Image flagged" in outcome.message
-
-
-@pytest.mark.parametrize(
-    ("flag", "error_code", "expected", "retryable"),
-    [(2, 500, "upstream_error", True), (3, 501, "generation_failed", False)],
-)
-def test_kontext_failures_are_classified(kie_mock, provider, flag, error_code, expected, retryable):
-    add_record(
-        kie_mock,
-        {"successFlag": flag, "errorCode": error_code, "errorMessage": "failed"},
-        KONTEXT_RECORD,
-    )
-
-    outcome = provider.poll("kontext:k-1", make_request("flux-kontext-pro"))
-
-    assert (outcome.code, outcome.retryable) == (expected, retryable)
-
-
 # Choosing the engine
 
 
@@ -529,6 +460,8 @@ def kie_config(**overrides):
         "KIE_API_BASE": API,
         "KIE_UPLOAD_BASE": UPLOAD,
         "KIE_TIMEOUT_SECONDS": 7.5,
+        "UPSTREAM_RATE_PERIOD": 10,
+        "PUBLIC_BASE_URL": None,
     }
     config.update(overrides)
     return config
@@ -538,10 +471,29 @@ def test_kie_backend_builds_the_kie_provider():
     provider = create_provider(kie_config())
 
     assert isinstance(provider, KieProvider)
-    assert (provider.api_base, provider.upload_base) == (API, UPLOAD)
-    assert provider.timeout == (5, 7.5)
+    assert (provider.client.api_base, provider.client.upload_base) == (API, UPLOAD)
+    assert provider.client.timeout == (5, 7.5)
+    assert provider.callback_url is None
+    assert provider.rate_limited_wait == 10
+
+
+def test_kie_backend_registers_the_callback_under_the_public_base_url():
+    provider = create_provider(kie_config(PUBLIC_BASE_URL="https://img.example.com"))
+
+    assert provider.callback_url == CALLBACK
+
+
+def test_the_client_keeps_one_pooled_session_with_room_for_every_worker():
+    provider = create_provider(kie_config())
+
+    for base in (API, UPLOAD, "https://cdn.kie.test/result.png"):
+        assert provider.client.session.get_adapter(base)._pool_maxsize >= 8
 
 
 def test_kie_backend_without_api_key_is_refused():
     with pytest.raises(ValueError, match="KIE_API_KEY"):
         create_provider(kie_config(KIE_API_KEY=None))
+
+
+def test_every_catalog_model_names_a_known_api_style():
+    assert {model.kie.style for model in load_catalog()} <= set(STYLES)

@@ -1,4 +1,5 @@
-"""The JSON API: batches, single photos, the model catalog and the caller's account."""
+"""The JSON API: batches, single photos, the model catalog and the caller's account, and the
+kie.ai callback (see callbacks.py)."""
 
 import time
 
@@ -23,9 +24,11 @@ from ..generation.validation import (
 from ..models import Batch, Generation
 from ..providers import get_provider
 from ..storage import get_storage
-from . import idempotency, presenters
+from . import callbacks, idempotency, presenters
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+# No login: kie.ai calls it. CSRF-exempt with the rest of the API (see create_app).
+bp.add_url_rule("/callbacks/kie", view_func=callbacks.kie_callback, methods=["POST"])
 
 MAX_JOB_IDS = 200
 

@@ -59,8 +59,20 @@ def run_claim(claim, provider, storage, settings):
                 log.exception("engine failed on %s", generation.id)
                 message = f"The image engine failed unexpectedly. {RETRIED}"
                 outcome = Failed("engine_error", message, True)
+        outcome = _bound_upstream_wait(outcome, generation, settings)
         record_outcome(claim, outcome, storage, settings)
     return outcome
+
+
+def _bound_upstream_wait(outcome, generation, settings):
+    """An upstream refusal that only asks for time (a 429, an empty upstream account) waits
+    without spending an attempt while the image is younger than POLL_TIMEOUT_SECONDS; after
+    that it counts as the retryable failure it stands for, so an upstream that refuses forever
+    fails the image (refunded) after MAX_ATTEMPTS instead of holding it forever."""
+    if not isinstance(outcome, Throttled) or outcome.refusal is None:
+        return outcome
+    age = (utcnow() - generation.created_at).total_seconds()
+    return outcome.refusal if age > settings.poll_timeout_seconds else outcome
 
 
 # The attempts this process is working on (lease token → Claim), so a consumer that is told to
@@ -118,12 +130,16 @@ def record_outcome(claim, outcome, storage, settings):
             claim, provider_task_id=outcome.task_id, lease_expires_at=_lease_end(settings)
         )
     if isinstance(outcome, Throttled):
-        # Nothing reached the upstream: back in line, the attempt uncounted.
+        # Nothing was created upstream: back in line, the attempt uncounted. The image shows
+        # why it waits when the upstream refused.
+        shown = outcome.refusal
+        reason = {"error_code": shown.code, "error_message": shown.message} if shown else {}
         return return_to_pending(
             claim.generation,
             claim.token,
             attempts=Generation.attempts - 1,
             not_before=utcnow() + timedelta(seconds=outcome.seconds),
+            **reason,
         )
     return _finish_failure(claim, outcome, settings)
 
@@ -474,4 +490,6 @@ def _request_for(generation, input_image=None):
         quality=generation.quality,
         aspect_ratio=generation.aspect_ratio,
         input_image=input_image,
+        batch_id=generation.batch_id,
+        started_at=generation.started_at,
     )

@@ -5,10 +5,12 @@ engines that work asynchronously; `poll(task_id, request)` then answers `Pending
 `Failed`. The engine never touches the database: the generation service records the outcome.
 An engine with `paced = True` calls an upstream whose new generations are rate-limited: it takes
 a slot of the shared pacer (`provider.pacer`, see webapp.pacing) right before it creates an
-upstream task, and answers `Throttled(seconds)` when none came free in time.
+upstream task, and answers `Throttled(seconds)` when none came free in time, or when the
+upstream refused only for want of time (a 429, an empty upstream account).
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask import current_app
 
@@ -27,6 +29,9 @@ class GenerationRequest:
     quality: str
     aspect_ratio: str
     input_image: bytes | None
+    batch_id: str | None = None
+    # When the attempt that submitted it began: polls measure the upstream's delays from it.
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -46,18 +51,23 @@ class Done:
 
 
 @dataclass(frozen=True)
-class Throttled:
-    """The upstream has no room for a new generation now: try again after `seconds`. Nothing
-    was created upstream, so the attempt does not count."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
 class Failed:
     code: str
     message: str
     retryable: bool = False
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """The upstream has no room for a new generation now: try again after `seconds`. Nothing
+    was created upstream, so the attempt does not count.
+
+    `refusal` is set when the upstream itself refused (our own pacer sets none): the retryable
+    Failed it stands for, shown on the waiting image and recorded if the wait runs too long.
+    """
+
+    seconds: float
+    refusal: Failed | None = None
 
 
 def create_provider(config):
@@ -77,8 +87,19 @@ def create_provider(config):
             config["KIE_API_BASE"],
             config["KIE_UPLOAD_BASE"],
             timeout=(5, config["KIE_TIMEOUT_SECONDS"]),
+            callback_url=kie_callback_url(config),
+            rate_limited_wait=config["UPSTREAM_RATE_PERIOD"],
         )
     raise ValueError(f"GENERATION_BACKEND={backend!r} is not available (expected 'local' or 'kie')")
+
+
+def kie_callback_url(config):
+    """The callBackUrl kie is given: our callback route under PUBLIC_BASE_URL, if it is set
+    (kie must reach it from outside; without it the tasks are only polled)."""
+    from .kie_callbacks import CALLBACK_PATH
+
+    base = config.get("PUBLIC_BASE_URL")
+    return f"{base}{CALLBACK_PATH}" if base else None
 
 
 def get_provider():

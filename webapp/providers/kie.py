@@ -1,56 +1,62 @@
 """The kie.ai engine: upload the input, create an upstream task, poll it, download the result.
 
-kie answers every call with `{"code", "msg", "data"}` and often reports errors as HTTP 200 with
-a non-200 `code`, so both are checked. Task ids carry the API style ("jobs:…", "kontext:…")
-so polling knows which endpoint to ask. See shared/spec/kie-api.md.
+Three API styles (the jobs API, Flux Kontext, 4o image) are told apart by the catalog's kie
+mapping; the task id we store carries the style ("jobs:…", "kontext:…", "gpt4o:…") so a poll
+knows which endpoint to ask. See shared/spec/kie-api.md, kie_payloads and kie_codes.
 """
 
-import base64
 import io
-import json
 import logging
+import random
 import time
+from datetime import UTC, datetime
 
-import requests
 from PIL import Image
 
 from ..pacing import UNPACED
 from . import RETRIED, Done, Failed, Pending, Submitted, Throttled
-from .kie_payloads import as_int, jobs_body, kontext_body, refusal, task_failure
+from .kie_client import KieClient, Refused, answer_data
+from .kie_codes import WAIT_CODES, task_failure
+from .kie_payloads import FAILED, RUNNING, STYLES, create_body, unsupported
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "batchgen/0.1"
-UPLOAD_PATH = "batchgen"
-RUNNING_STATES = {"waiting", "queuing", "generating"}
+UPLOAD_FOLDER = "batchgen"
 NO_IMAGE = "kie.ai reported success but sent no image."
-
-
-class Refused(Exception):
-    """A call to kie did not give what was asked: `failed` says why in our terms."""
-
-    def __init__(self, failed, code=None, upstream_message=""):
-        super().__init__(failed.message)
-        self.failed = failed
-        self.code = code
-        self.upstream_message = upstream_message
+LOST_TASK = (
+    "kie.ai has no record of this image's task, so it never ran. Try again in a little while."
+)
 
 
 class KieProvider:
     name = "kie"
     paced = True  # kie.ai limits new generations per API key: UPSTREAM_RATE_LIMIT
 
-    def __init__(self, api_key, api_base, upload_base, session=None, timeout=(5, 30)):
+    # An account out of credits waits this long between tries (an operator must top it up).
+    out_of_credits_wait = 60.0
+    # kie answers a task just created with 422 "recordInfo is null" until it becomes visible.
+    record_grace_seconds = 60.0
+    # The longest Retry-After of a 429 we honour.
+    max_rate_limited_wait = 300.0
+
+    def __init__(
+        self,
+        api_key,
+        api_base,
+        upload_base,
+        session=None,
+        timeout=(5, 30),
+        callback_url=None,
+        rate_limited_wait=10.0,
+    ):
         self.api_key = api_key
-        self.api_base = api_base.rstrip("/")
-        self.upload_base = upload_base.rstrip("/")
-        self.session = session or requests.Session()
-        self.timeout = timeout
+        self.client = KieClient(api_key, api_base, upload_base, session, timeout)
+        self.callback_url = callback_url
+        # A 429 waits at least this (kie's window: the request was dropped, not queued).
+        self.rate_limited_wait = rate_limited_wait
         # init_app gives it the pacer every consumer shares, and how long to wait for a slot.
         self.pacer = UNPACED
         self.pace_hold_seconds = 0.0
-        # Sent per call rather than set on the session, so a session passed in stays clean.
-        self.headers = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
 
     def submit(self, request):
         """Upload the input image (if any) and create the upstream task."""
@@ -58,32 +64,39 @@ class KieProvider:
 
     def poll(self, task_id, request):
         """Ask kie about a submitted task and download its result once it is done."""
-        return self._redact(self._poll(task_id))
+        return self._redact(self._poll(task_id, request))
 
     def _submit(self, request):
-        upstream = request.model.upstream
-        upstream_model = upstream.get(request.mode)
-        if not upstream_model:
-            return Failed("invalid_input", f"{request.model.name} does not offer {request.mode}.")
+        problem = unsupported(request)
+        if problem:
+            return Failed("invalid_input", problem)
         if request.mode == "i2i" and request.input_image is None:
             return Failed("invalid_input", "This model edits an image, but none was given.")
+        style = request.model.kie.style
         try:
             image_url = self._upload(request) if request.input_image is not None else None
             wait = self._take_slot()
             if wait:
                 return Throttled(wait)
-            if upstream["api"] == "kontext":
-                body = kontext_body(request, upstream_model, image_url)
-                answer = self._call("POST", "/api/v1/flux/kontext/generate", json=body)
-            else:
-                body = jobs_body(request, upstream_model, image_url)
-                answer = self._call("POST", "/api/v1/jobs/createTask", json=body)
+            body = create_body(request, image_url, self.callback_url)
+            answer = self.client.call("POST", STYLES[style].create_path, json=body)
         except Refused as refused:
-            return refused.failed
-        task_id = (answer.get("data") or {}).get("taskId")
+            return self._wait_or_fail(refused)
+        task_id = answer_data(answer).get("taskId")
         if not task_id:
             return Failed("upstream_error", f"kie.ai sent no task id. {RETRIED}", True)
-        return Submitted(f"{upstream['api']}:{task_id}")
+        return Submitted(f"{style}:{task_id}")
+
+    def _wait_or_fail(self, refused):
+        """A refusal that created nothing and only needs time waits (Throttled, uncounted);
+        any other is the failure it stands for."""
+        if refused.code not in WAIT_CODES:
+            return refused.failed
+        if refused.code == 402:
+            return Throttled(self.out_of_credits_wait, refused.failed)
+        wait = refused.retry_after or self.rate_limited_wait * random.uniform(1.0, 1.5)
+        wait = min(max(wait, self.rate_limited_wait), self.max_rate_limited_wait)
+        return Throttled(wait, refused.failed)
 
     def _take_slot(self):
         """Take a slot of the shared pacer right before creating the task, where kie counts:
@@ -96,132 +109,60 @@ class KieProvider:
                 return wait
             time.sleep(wait)
 
-    def _poll(self, task_id):
-        style, _, upstream_id = task_id.partition(":")
+    def _poll(self, task_id, request):
+        style_name, _, upstream_id = task_id.partition(":")
+        style = STYLES.get(style_name)
+        if style is None or not upstream_id:
+            return Failed("unknown_task", f"{task_id!r} is not a kie.ai task id.")
         try:
-            if style == "jobs":
-                return self._poll_jobs(upstream_id)
-            if style == "kontext":
-                return self._poll_kontext(upstream_id)
+            answer = self.client.call("GET", style.record_path, params={"taskId": upstream_id})
+            state = style.read_record(answer_data(answer))
+            if state.status == RUNNING:
+                return Pending()
+            if state.status == FAILED:
+                return task_failure(state.fail_code, state.fail_message)
+            if not state.result_url:
+                return Failed("generation_failed", NO_IMAGE)
+            return self._download(state.result_url)
         except Refused as refused:
+            if refused.code == 422 and "null" in refused.upstream_message.lower():
+                return self._not_visible_yet(task_id, request)
             # The task is already paid for upstream. A retryable Failed would send the
             # generation back to pending to be submitted (and paid) again: keep polling instead.
             if refused.failed.retryable:
                 log.warning("polling kie task %s: %s", task_id, refused.failed.message)
                 return Pending()
             return refused.failed
-        return Failed("unknown_task", f"{task_id!r} is not a kie.ai task id.")
 
-    def _poll_jobs(self, upstream_id):
-        try:
-            answer = self._call("GET", "/api/v1/jobs/recordInfo", params={"taskId": upstream_id})
-        except Refused as refused:
-            # "recordInfo is null": a task just created is not visible yet.
-            if refused.code == 422 and "null" in refused.upstream_message.lower():
-                return Pending()
-            raise
-        record = answer.get("data") or {}
-        state = record.get("state")
-        if state == "success":
-            result = record.get("resultJson") or {}
-            try:
-                result = json.loads(result) if isinstance(result, str) else result
-                url = result["resultUrls"][0]
-            except (ValueError, TypeError, KeyError, IndexError):
-                return Failed("generation_failed", NO_IMAGE)
-            return self._download(url)
-        if state == "fail":
-            return task_failure(record.get("failCode"), record.get("failMsg"))
-        if state not in RUNNING_STATES:
-            log.warning("kie task %s has unexpected state %r", upstream_id, state)
-        return Pending()
-
-    def _poll_kontext(self, upstream_id):
-        params = {"taskId": upstream_id}
-        answer = self._call("GET", "/api/v1/flux/kontext/record-info", params=params)
-        record = answer.get("data") or {}
-        flag = as_int(record.get("successFlag"))
-        if flag == 1:
-            url = (record.get("response") or {}).get("resultImageUrl")
-            return self._download(url) if url else Failed("generation_failed", NO_IMAGE)
-        if flag in (2, 3):
-            return task_failure(record.get("errorCode"), record.get("errorMessage"))
-        return Pending()
+    def _not_visible_yet(self, task_id, request):
+        """kie answered "recordInfo is null": a task just created is not visible yet. Past a
+        short grace it never will be, and polling it until the deadline would only keep the
+        user waiting."""
+        started = request.started_at
+        now = datetime.now(UTC).replace(tzinfo=None)
+        if started is None or (now - started).total_seconds() <= self.record_grace_seconds:
+            return Pending()
+        log.warning("kie task %s is still unknown to kie.ai; giving up on it", task_id)
+        return Failed("task_not_found", LOST_TASK)
 
     def _upload(self, request):
-        """Put the input image on kie's file host (generation takes URLs only); answers the URL."""
+        """Put the input on kie's file host, in a folder per batch; answers its URL."""
         found = image_format(request.input_image)
         if found is None:
             raise Refused(Failed("invalid_input", "The input image is not a readable image."))
         mime, extension = found
-        encoded = base64.b64encode(request.input_image).decode("ascii")
-        body = {
-            "base64Data": f"data:{mime};base64,{encoded}",
-            "uploadPath": UPLOAD_PATH,
-            # One name per generation: a retry overwrites its own upload instead of adding one.
-            "fileName": f"{request.generation_id}.{extension}",
-        }
-        answer = self._call("POST", "/api/file-base64-upload", base=self.upload_base, json=body)
-        url = (answer.get("data") or {}).get("downloadUrl")
-        if not url:
-            failed = Failed("upstream_error", f"kie.ai did not return the upload. {RETRIED}", True)
-            raise Refused(failed)
-        return url
-
-    def _call(self, method, path, base=None, **kwargs):
-        """One authorised call to kie; answers the JSON body or raises Refused."""
-        try:
-            response = self.session.request(
-                method,
-                (base or self.api_base) + path,
-                headers=self.headers,
-                timeout=self.timeout,
-                **kwargs,
-            )
-        except requests.RequestException as error:
-            raise Refused(_transport_failure(error)) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            body = {}
-        body_code = as_int(body.get("code"))
-        if body_code is not None and body_code != 200:
-            code = body_code
-        elif not response.ok:
-            code = response.status_code
-        elif not body:
-            message = f"kie.ai sent an unreadable answer. {RETRIED}"
-            raise Refused(Failed("upstream_unavailable", message, True))
-        else:
-            return body
-        message = str(body.get("msg") or body.get("message") or "")
-        if code in (401, 402):
-            log.error(
-                "kie.ai answered %s to %s %s: %s (an operator must act)",
-                code,
-                method,
-                path,
-                message,
-            )
-        raise Refused(refusal(code, message), code, message)
+        folder = f"{UPLOAD_FOLDER}/{request.batch_id or 'photos'}"
+        # One name per generation: a retry overwrites its own upload instead of adding one.
+        file_name = f"{request.generation_id}.{extension}"
+        return self.client.upload(request.input_image, mime, file_name, folder)
 
     def _download(self, url):
-        """Fetch a result from kie's CDN at once (its URLs expire), without our Authorization."""
-        try:
-            response = requests.get(url, headers={"User-Agent": USER_AGENT}, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise Refused(_transport_failure(error)) from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise Refused(refusal(response.status_code, ""), response.status_code)
-        if not response.ok:
-            message = f"The finished image could not be downloaded (HTTP {response.status_code})."
-            return Failed("result_unavailable", message)
-        found = image_format(response.content)
+        """Fetch a result from kie's CDN at once (its URLs expire) into our hands."""
+        content = self.client.download(url)
+        found = image_format(content)
         if found is None:
             return Failed("generation_failed", "kie.ai sent a result that is not an image.")
-        return Done(response.content, found[1])
+        return Done(content, found[1])
 
     def _redact(self, outcome):
         """The outcome, with our API key blanked out of any message (kie may echo it)."""
@@ -242,10 +183,3 @@ def image_format(data):
     if image_type in ("JPEG", "MPO"):
         return "image/jpeg", "jpg"
     return Image.MIME.get(image_type, f"image/{image_type.lower()}"), image_type.lower()
-
-
-def _transport_failure(error):
-    if isinstance(error, requests.Timeout):
-        return Failed("upstream_timeout", f"kie.ai did not answer in time. {RETRIED}", True)
-    log.warning("kie.ai unreachable: %s", type(error).__name__)
-    return Failed("upstream_unavailable", f"kie.ai could not be reached. {RETRIED}", True)

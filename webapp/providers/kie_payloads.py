@@ -1,131 +1,168 @@
-"""Pure pieces of the kie.ai engine: request bodies from the catalog, and kie's codes as Failed."""
+"""Pure pieces of the kie.ai engine: its three API styles, the create bodies built from the
+catalog's mapping, and the task records each style answers, read into one TaskState.
 
-import re
+Sources disagree on some shapes (shared/spec/kie-api.md), so the readers accept every form
+named there: `resultJson` as a JSON string or an object, `resultUrls` or `result_urls`.
+"""
 
-from . import RETRIED, Failed
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
-MAX_DETAIL = 300
+from .kie_codes import as_int
 
-# kie's body (or HTTP) code → our error code, whether to retry, and what to tell a person.
-# {detail} is kie's own message in brackets, when there is one.
-CODES = {
-    400: (
-        "content_policy",
-        False,
-        "kie.ai refused the prompt or image under its content policy{detail}. "
-        "Change the prompt or the image and try again.",
+log = logging.getLogger(__name__)
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+JOBS_RUNNING_STATES = {"waiting", "queuing", "generating"}
+GPT4O_FAILED_STATES = {"CREATE_TASK_FAILED", "GENERATE_FAILED"}
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """What kie says about one task, whatever its API style."""
+
+    status: str  # RUNNING | SUCCEEDED | FAILED
+    result_url: str | None = None
+    fail_code: object = None
+    fail_message: str | None = None
+
+
+def read_jobs_record(data):
+    """A jobs-API recordInfo `data`: `state`, `resultJson`, `failCode`, `failMsg`."""
+    state = data.get("state")
+    if state == "success":
+        return TaskState(SUCCEEDED, _first_url(_json_object(data.get("resultJson"))))
+    if state == "fail":
+        return TaskState(FAILED, fail_code=data.get("failCode"), fail_message=data.get("failMsg"))
+    if state not in JOBS_RUNNING_STATES:
+        log.warning("kie task %s has unexpected state %r", data.get("taskId"), state)
+    return TaskState(RUNNING)
+
+
+def read_kontext_record(data):
+    """A Flux Kontext record-info `data`: `successFlag` 0 running, 1 done, 2 and 3 failed."""
+    flag = as_int(data.get("successFlag"))
+    if flag == 1:
+        response = _json_object(data.get("response"))
+        return TaskState(SUCCEEDED, _string(response.get("resultImageUrl")))
+    if flag in (2, 3):
+        return _failed(data)
+    return TaskState(RUNNING)
+
+
+def read_gpt4o_record(data):
+    """A 4o image record-info `data`: `status` GENERATING, SUCCESS or one of the failures."""
+    status = data.get("status")
+    if status == "SUCCESS":
+        return TaskState(SUCCEEDED, _first_url(_json_object(data.get("response"))))
+    if status in GPT4O_FAILED_STATES:
+        return _failed(data)
+    return TaskState(RUNNING)
+
+
+@dataclass(frozen=True)
+class ApiStyle:
+    """One of kie's API styles: where tasks are created and read, and how a body is laid out."""
+
+    create_path: str
+    record_path: str
+    read_record: Callable[[dict], TaskState]
+    nests_input: bool  # the jobs API puts the model's fields under "input"
+    sends_model: bool  # the 4o endpoint serves one model and takes no model field
+
+
+# Our provider_task_id is "<style>:<kie task id>", so a poll knows which endpoint to ask.
+STYLES = {
+    "jobs": ApiStyle(
+        "/api/v1/jobs/createTask", "/api/v1/jobs/recordInfo", read_jobs_record, True, True
     ),
-    401: (
-        "upstream_auth",
+    "kontext": ApiStyle(
+        "/api/v1/flux/kontext/generate",
+        "/api/v1/flux/kontext/record-info",
+        read_kontext_record,
         False,
-        "kie.ai rejected this service's API key; an operator must check KIE_API_KEY.",
-    ),
-    # Our kie account is out of credits: an operator tops it up; the user did nothing wrong,
-    # so kie's message (which says "your balance") is not shown.
-    402: (
-        "upstream_unavailable",
         True,
-        "The image service is temporarily unavailable on our side "
-        "(not a problem with your request). {retried}",
     ),
-    404: ("upstream_rejected", False, "kie.ai does not know this model or endpoint{detail}."),
-    422: (
-        "invalid_input",
+    "gpt4o": ApiStyle(
+        "/api/v1/gpt4o-image/generate",
+        "/api/v1/gpt4o-image/record-info",
+        read_gpt4o_record,
         False,
-        "kie.ai rejected the request{detail}. Check the prompt, aspect ratio and image.",
-    ),
-    429: ("rate_limited", True, "kie.ai is rate-limiting requests. {retried}"),
-    433: ("rate_limited", True, "kie.ai's per-key limit was reached. {retried}"),
-    451: (
-        "invalid_input",
         False,
-        "kie.ai could not download the input image{detail}. Try another image.",
     ),
-    455: ("upstream_unavailable", True, "kie.ai is under maintenance. {retried}"),
-    500: ("upstream_error", True, "kie.ai had a server error{detail}. {retried}"),
-    501: (
-        "generation_failed",
-        False,
-        "kie.ai could not generate the image{detail}. Try a different prompt or image.",
-    ),
-    505: ("upstream_rejected", False, "This feature is disabled at kie.ai{detail}."),
-    550: ("upstream_unavailable", True, "kie.ai's queue is full. {retried}"),
 }
 
-# The codes a failed task may carry that mean more than "generation failed".
-TASK_CODES = {400, 422, 429, 433, 451, 455, 500, 501, 550}
 
-_CONTENT_POLICY = re.compile(
-    r"content.?polic|nsfw|sensitive|safety|moderat|prohibited|violat|flagged|inappropriate",
-    re.IGNORECASE,
-)
+def stored_task_ids(kie_task_id):
+    """Every provider_task_id a kie task id may be stored under (one per API style)."""
+    return [f"{style}:{kie_task_id}" for style in STYLES]
 
 
-def jobs_body(request, upstream_model, image_url):
-    """The createTask body of the unified jobs API, mapped through the model's `upstream`."""
-    upstream = request.model.upstream
-    fields = dict(upstream.get("extra", {}))
-    fields["prompt"] = request.prompt
-    if image_url is not None and upstream.get("image_field"):
-        single = upstream.get("single_image", False)
-        fields[upstream["image_field"]] = image_url if single else [image_url]
-    if upstream.get("aspect_field"):
-        aspect_values = upstream.get("aspect_values", {})
-        fields[upstream["aspect_field"]] = aspect_values.get(
-            request.aspect_ratio, request.aspect_ratio
-        )
-    if upstream.get("quality_field"):
-        quality_values = upstream.get("quality_values", {})
-        fields[upstream["quality_field"]] = quality_values.get(request.quality, request.quality)
-    if upstream.get("negative_prompt_field") and request.negative_prompt:
-        fields[upstream["negative_prompt_field"]] = request.negative_prompt
-    return {"model": upstream_model, "input": fields}
+def unsupported(request):
+    """Why the model's kie mapping cannot run this request (None if it can).
+
+    The API refuses such requests before charging; this guards rows written before the catalog
+    changed, so they fail cleanly instead of with a KeyError.
+    """
+    kie = request.model.kie
+    if kie.style not in STYLES:
+        return f"{request.model.name} names an unknown kie.ai API style ({kie.style})."
+    if request.mode not in kie.models:
+        return f"{request.model.name} does not offer {request.mode} on kie.ai."
+    if request.aspect_ratio not in kie.aspect_ratios:
+        return f"{request.model.name} cannot make the aspect ratio {request.aspect_ratio}."
+    if kie.quality_field and request.quality not in kie.qualities:
+        return f"{request.model.name} cannot make the quality {request.quality}."
+    return None
 
 
-def kontext_body(request, upstream_model, image_url):
-    """The flat camelCase body of the Flux Kontext API (it has no negative prompt)."""
-    body = {"prompt": request.prompt, "model": upstream_model}
+def create_body(request, image_url, callback_url=None):
+    """The create body for the request's model, in its API style, every required field set."""
+    kie = request.model.kie
+    style = STYLES[kie.style]
+    fields = {**kie.extra, "prompt": request.prompt}
     if image_url is not None:
-        body["inputImage"] = image_url
-    body["aspectRatio"] = request.aspect_ratio
-    body["outputFormat"] = "png"
+        fields[kie.image_field] = image_url if kie.single_image else [image_url]
+    fields[kie.aspect_field] = kie.aspect_ratios[request.aspect_ratio]
+    if kie.quality_field:
+        fields[kie.quality_field] = kie.qualities[request.quality]
+    if kie.negative_prompt_field and request.negative_prompt:
+        fields[kie.negative_prompt_field] = request.negative_prompt
+    model_id = kie.models[request.mode]
+    if style.nests_input:
+        body = {"model": model_id, "input": fields}
+    elif style.sends_model:
+        body = {"model": model_id, **fields}
+    else:
+        body = fields
+    if callback_url:
+        body["callBackUrl"] = callback_url
     return body
 
 
-def refusal(code, message):
-    """A Failed for a kie code (from the body or HTTP) on a call that was refused."""
-    # kie sometimes reports a content-policy refusal as a 500 or 422 with a telling message.
-    if code not in (401, 402) and _CONTENT_POLICY.search(message or ""):
-        code = 400
-    if code in CODES:
-        error_code, retryable, template = CODES[code]
-        text = template.format(detail=_detail(message), retried=RETRIED)
-        return Failed(error_code, text, retryable)
-    if code >= 500:
-        return Failed(
-            "upstream_unavailable", f"kie.ai is unavailable (HTTP {code}). {RETRIED}", True
-        )
-    return Failed("upstream_error", f"kie.ai refused the request (code {code}){_detail(message)}.")
+def _failed(data):
+    return TaskState(FAILED, fail_code=data.get("errorCode"), fail_message=data.get("errorMessage"))
 
 
-def task_failure(code, message):
-    """A Failed for a task kie ran and reported failed (failCode/errorCode and its message)."""
-    number = as_int(code)
-    return refusal(number if number in TASK_CODES else 501, message)
+def _json_object(value):
+    """A dict from kie's JSON-string-or-object fields ({} for anything else)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
 
 
-def _detail(message):
-    message = " ".join(str(message or "").split())
-    if not message:
-        return ""
-    if len(message) > MAX_DETAIL:
-        message = message[: MAX_DETAIL - 1] + "…"
-    return f" ({message})"
+def _first_url(result):
+    """The first of `resultUrls` (or `result_urls`), which may also come as one string."""
+    urls = result.get("resultUrls") or result.get("result_urls")
+    if isinstance(urls, list):
+        urls = urls[0] if urls else None
+    return _string(urls)
 
 
-def as_int(value):
-    """An int from kie's int-or-string codes, or None."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+def _string(value):
+    return value if isinstance(value, str) and value else None

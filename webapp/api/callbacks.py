@@ -1,0 +1,44 @@
+"""POST /api/callbacks/kie: kie.ai says a task finished, so poll it now rather than at its turn.
+
+The callback only shortens the wait. Its body is never trusted for the result: the poll it
+rings asks kie itself, as a scheduled poll would, so a forged or replayed callback can at most
+make us ask early. That is also why an unsigned callback is accepted when no
+KIE_WEBHOOK_HMAC_KEY is set. Unknown or finished tasks answer 200 (anything else makes kie
+retry for nothing), so a duplicate callback finds nothing waiting and changes nothing.
+"""
+
+import time
+
+from flask import current_app, jsonify, request
+
+from tasks import get_queue
+
+from ..errors import json_error
+from ..generation.callbacks import generation_awaiting
+from ..providers.kie_callbacks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    callback_task_id,
+    signature_is_valid,
+)
+from ..providers.kie_payloads import stored_task_ids
+
+
+def kie_callback():
+    """Verify the callback, then ring one poll of the generation waiting on its task."""
+    task_id = callback_task_id(request.get_json(silent=True, force=True))
+    if task_id is None:
+        return json_error("The callback names no task (data.taskId, data.task_id or taskId)", 400)
+    key = current_app.config["KIE_WEBHOOK_HMAC_KEY"]
+    if key and not signature_is_valid(
+        key,
+        task_id,
+        request.headers.get(TIMESTAMP_HEADER),
+        request.headers.get(SIGNATURE_HEADER),
+        time.time(),
+    ):
+        return json_error("The webhook signature is missing, invalid or too old", 401)
+    generation_id = generation_awaiting(stored_task_ids(task_id))
+    if generation_id is not None:
+        get_queue(current_app).poll_now(generation_id)
+    return jsonify(received=True, taskId=task_id, polling=generation_id is not None)
