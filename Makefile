@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# --demo: on a new database, a demo user with credits; a one-time sign-in link at every start.
 run: $(STAMP)
 	$(FLASK) init-db
-	$(FLASK) serve
+	$(FLASK) serve --demo
 
 # The suite is mostly waiting (consumers, sleeps, subprocesses): three workers overlap it.
 TEST_WORKERS ?= 3

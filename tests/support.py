@@ -312,3 +312,45 @@ def fetch_result(app, image_url):
         with Image.open(io.BytesIO(response.data)) as image:
             image.load()
             return image.format, image.size
+
+
+def work_next_image(app, batch_id, outcome=None):
+    """A worker claims the batch's next image and records `outcome` for it (a providers.Failed,
+    say), or, when None, what the local engine really makes of it. Answers the claim."""
+    from webapp.generation import claims, engine
+    from webapp.storage import get_storage
+
+    claim = claim_next_image(app, batch_id)
+    if outcome is None:
+        finish_claim(app, claim)
+        return claim
+    settings = claims.Settings.from_config(app.config)
+    with app.app_context():
+        engine.record_outcome(claim, outcome, get_storage(), settings)
+        engine.finalize_batch(batch_id)
+    return claim
+
+
+def finish_claim(app, claim):
+    """The worker holding `claim` gets the local engine's answer and records it."""
+    from webapp.generation import claims, engine
+    from webapp.providers import get_provider
+    from webapp.storage import get_storage
+
+    with app.app_context():
+        settings = claims.Settings.from_config(app.config)
+        engine.run_claim(claim, get_provider(), get_storage(), settings)
+        engine.finalize_batch(claim.generation.batch_id)
+
+
+def claim_next_image(app, batch_id):
+    """A worker claims the batch's next image and keeps it `processing` (at the engine)."""
+    from webapp.generation import claims
+
+    with app.app_context():
+        claim = claims.claim_for_batch(batch_id, claims.Settings.from_config(app.config))
+        assert claim is not None, "no image of the batch could be claimed"
+        return claim
+
+
+HTMX = {"HX-Request": "true"}

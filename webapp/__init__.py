@@ -30,6 +30,9 @@ def create_app(config=None, instance_path=None):
     app.config.from_mapping(settings.from_environment())
     if config:
         app.config.from_mapping(config)
+    if (app.config["PUBLIC_BASE_URL"] or "").startswith("https://"):
+        # Served over https: the session cookie must never travel over plain http.
+        app.config["SESSION_COOKIE_SECURE"] = True
     if not app.config["SECRET_KEY"]:
         # Kept in instance/, so a restart keeps sessions and signed links valid.
         app.config["SECRET_KEY"] = settings.instance_secret(app.instance_path)
@@ -48,9 +51,11 @@ def create_app(config=None, instance_path=None):
     providers.init_app(app)
 
     from .api import bp as api_bp
+    from .auth.views import bp as auth_bp
     from .web import bp as web_bp
 
     app.register_blueprint(api_bp)
+    app.register_blueprint(auth_bp)
     app.register_blueprint(web_bp)
     # Forms carry CSRF tokens; the JSON API is exempt: it needs a JSON body or a Bearer token,
     # which a cross-site form can send neither of (and the session cookie is SameSite=Lax).

@@ -28,7 +28,9 @@ ENVIRONMENT = {
     "KIE_API_KEY": ("KIE_API_KEY", str),
     "KIE_API_BASE": ("KIE_API_BASE", _url),
     "KIE_UPLOAD_BASE": ("KIE_UPLOAD_BASE", _url),
+    "KIE_WEBHOOK_HMAC_KEY": ("KIE_WEBHOOK_HMAC_KEY", str),
     "TELEGRAM_BOT_TOKEN": ("TELEGRAM_BOT_TOKEN", str),
+    "TELEGRAM_BOT_NAME": ("TELEGRAM_BOT_NAME", str),
     "MAX_BATCH_IMAGES": ("MAX_BATCH_IMAGES", int),
     "MAX_IMAGE_BYTES": ("MAX_IMAGE_BYTES", int),
     "MAX_IMAGE_PIXELS": ("MAX_IMAGE_PIXELS", int),
@@ -68,9 +70,13 @@ def defaults(instance_path):
         "KIE_API_KEY": None,
         "KIE_API_BASE": "https://api.kie.ai",
         "KIE_UPLOAD_BASE": "https://kieai.redpandaai.co",
+        # kie's webhook HMAC key (its settings page): callbacks must then be signed with it.
+        "KIE_WEBHOOK_HMAC_KEY": None,
         # Read timeout of one call to kie.ai (the connect timeout is 5 s).
         "KIE_TIMEOUT_SECONDS": 30.0,
         "TELEGRAM_BOT_TOKEN": None,
+        # The bot's username (without @), which Telegram's Login Widget needs on the login page.
+        "TELEGRAM_BOT_NAME": None,
         # Limits on what a client may send.
         "MAX_BATCH_IMAGES": 50,
         "MAX_IMAGE_BYTES": 10 * 1024 * 1024,
@@ -94,8 +100,13 @@ def defaults(instance_path):
         "PHOTO_WAIT_SECONDS": 120.0,
         # An async engine (kie.ai) that has not finished an image by then fails it, refunded.
         "POLL_TIMEOUT_SECONDS": 900,
-        # Seconds between polls of an async engine: quick at first, then slower.
-        "POLL_DELAYS": (2, 2, 3, 3, 5, 5, 5, 10, 10, 15),
+        # Seconds between polls of an async engine, kie.ai's suggested cadence (the last one
+        # repeats until POLL_TIMEOUT_SECONDS).
+        "POLL_DELAYS": (
+            *(2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3),  # every 2–3 s for the first 30 s
+            *(5, 5, 10, 10, 10, 10, 10, 10, 10, 10),  # then 5–10 s until 2 minutes
+            *(15, 20, 30),  # then 15–30 s
+        ),
         "SIGNED_URL_SECONDS": 3600,
         "EMBEDDED_WORKERS": 4,
         # Simulated upstream latency of the local engine, per image (for demos and tests).
@@ -104,7 +115,10 @@ def defaults(instance_path):
         "SESSION_COOKIE_NAME": "telegram_session",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": False,
+        "SESSION_COOKIE_SECURE": False,  # True whenever PUBLIC_BASE_URL is https
+        # A form's CSRF token lives as long as the session: a batch page left open for hours
+        # must still be able to cancel.
+        "WTF_CSRF_TIME_LIMIT": None,
     }
 
 

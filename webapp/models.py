@@ -61,8 +61,15 @@ class User(UserMixin, db.Model):
     telegram_id: Mapped[int | None] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), unique=True
     )
+    # What Telegram calls the person (first and last name), refreshed at every Telegram sign-in;
+    # `name` stays the stable handle operators type.
+    display_name: Mapped[str | None] = mapped_column(String(128))
     credits: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def shown_name(self):
+        return self.display_name or self.name
 
 
 class ApiToken(db.Model):
@@ -75,6 +82,18 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User] = relationship()
+
+
+class LoginLink(db.Model):
+    """A one-time sign-in link: only the token's SHA-256 is kept, and using it deletes the row."""
+
+    __tablename__ = "login_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Batch(db.Model):
@@ -92,6 +111,11 @@ class Batch(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=BatchStatus.QUEUED, index=True)
     total_cost: Mapped[int]
     refunded: Mapped[int] = mapped_column(default=0)
+    # The batch whose failed images this one retries. Unique: a batch is retried at most once,
+    # so a double click cannot charge twice (a retry batch has its own retry).
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("batches.id"), index=True, unique=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

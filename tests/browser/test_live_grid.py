@@ -1,13 +1,24 @@
-"""A person in Chromium: sign in, upload three images, watch the grid fill, see the results."""
+"""A person in Chromium: sign in with a one-time link, upload images, watch the live grid, download
+the zip; cancel a sequential batch and see the refund in the header.
 
+Screenshots of the upload page and of a finished grid are saved as test artifacts, in
+TEST_ARTIFACTS (default: instance/test-artifacts/); docs/ holds copies for the README.
+"""
+
+import base64
+import io
 import os
+import re
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
 from tests.support import IN_CI, create_user, image_bytes, make_app, running_consumer
+from webapp.auth.login_links import create_login_link
+from webapp.extensions import db
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -20,8 +31,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", PROJECT_ROOT / "instance" / "test-artifacts"))
 
 TILE_STATUSES = "grid => [...grid.querySelectorAll('.tile')].map(tile => tile.dataset.status)"
+# Whether the page is wider than the window (a phone would have to scroll sideways).
+OVERFLOWS = "() => document.documentElement.scrollWidth > window.innerWidth"
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -54,49 +69,159 @@ def live_server(tmp_path):
     server.server_close()
 
 
-def test_upload_and_watch_the_grid_until_every_image_is_done(live_server, chromium, tmp_path):
-    app, base_url = live_server
-    _, token = create_user(app, "alice", credits=100)
-    files = []
-    for index, fmt in enumerate(["PNG", "JPEG", "WEBP"]):
-        path = tmp_path / f"photo-{index}.{fmt.lower()}"
-        path.write_bytes(image_bytes(fmt, size=(320, 240)))
-        files.append(str(path))
-    page = chromium.new_page()
+def photos(folder, count):
+    """Real images on disk, as a person would pick them: PNG, JPEG and WebP in turn."""
+    paths = []
+    for index in range(count):
+        fmt = ("PNG", "JPEG", "WEBP")[index % 3]
+        path = folder / f"photo-{index}.{fmt.lower().replace('jpeg', 'jpg')}"
+        path.write_bytes(image_bytes(fmt, size=(320, 240), color=(40 * index % 255, 90, 200)))
+        paths.append(str(path))
+    return paths
 
-    page.goto(f"{base_url}/login")
-    page.fill("#token", token)
-    page.click("#sign-in")
+
+def sign_in_with_a_link(page, app, base_url, user_id):
+    """What `make run` prints: a one-time link; its page has the button that signs in."""
+    with app.app_context():
+        token = create_login_link(user_id)
+        db.session.commit()
+    page.goto(f"{base_url}/auth/link/{token}")
+    page.click("#use-link")
     page.wait_for_url(f"{base_url}/")
-    assert "alice · 100⭐" in page.inner_text("#credits")
+
+
+def drop_file(page, name, raw):
+    """Drop a file on the picker, as dragging it from the desktop does."""
+    transfer = page.evaluate_handle(
+        """([name, data]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: "image/png"}));
+            return transfer;
+        }""",
+        [name, base64.b64encode(raw).decode()],
+    )
+    page.dispatch_event("#picker", "drop", {"dataTransfer": transfer})
+
+
+def watch_grid(page, until):
+    """Sample the grid while it polls; answer every tile status seen until `until` is reached."""
+    seen = set()
+    for _ in range(600):  # at most a minute: the batches here take a few seconds
+        grid = page.locator("#batch-grid")
+        seen.update(grid.evaluate(TILE_STATUSES))
+        if until(grid):
+            return seen
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the grid never got there; it showed {sorted(seen)}")
+
+
+def test_upload_three_images_watch_the_grid_finish_and_download_the_zip(
+    live_server, chromium, tmp_path
+):
+    app, base_url = live_server
+    alice, _ = create_user(app, "alice", credits=100)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = chromium.new_page(viewport={"width": 1100, "height": 900})
+
+    sign_in_with_a_link(page, app, base_url, alice)
+    assert page.inner_text("#credits") == "alice · 100⭐"
 
     page.select_option("#model", "nano-banana-pro")  # htmx swaps in that model's choices
     page.wait_for_selector("#quality option[value='4k']", state="attached")
     page.select_option("#model", "flux-2")
     page.wait_for_selector("#quality option[value='2k']", state="attached")
-    page.set_input_files("#images", files)
+    page.wait_for_selector("#cost-problem:has-text('Choose at least one image')")
+    assert page.is_disabled("#generate")  # while the cost line gives a reason
+    page.set_input_files("#images", photos(tmp_path, 3))
     page.fill("#prompt", "Add white background")
     page.select_option("#aspectRatio", "1:1")
     page.select_option("#concurrency", "1")
+    page.wait_for_selector("#cost-line:has-text('3 images × 3⭐ = 9⭐ · balance 100⭐')")
+    page.screenshot(path=str(ARTIFACTS / "upload-page.png"), full_page=True)
+    drop_file(page, "broken.png", b"not really a PNG")  # only the server can tell
+    page.wait_for_selector("#cost-line:has-text('4 images × 3⭐ = 12⭐ · balance 100⭐')")
+    page.click("#generate")
+
+    # Refused: the form comes back with the problem next to the images, every choice kept,
+    # the chosen files too (the picker is preserved across htmx's swap).
+    page.wait_for_selector("#images-error:has-text('broken.png is not a readable')")
+    assert page.input_value("#prompt") == "Add white background"
+    assert page.input_value("#aspectRatio") == "1:1"
+    assert page.eval_on_selector("#images", "input => input.files.length") == 4
+    assert page.locator("#thumbnails li").count() == 4
+    page.click("button[aria-label='Remove broken.png']")  # the picker's remove-one
+    assert page.inner_text("#images-count") == "3 images chosen."
+    page.wait_for_selector("#cost-line:has-text('3 images × 3⭐ = 9⭐ · balance 100⭐')")
+    assert page.is_enabled("#generate")
+    assert page.inner_text("#credits") == "alice · 100⭐"  # the refused upload cost nothing
     page.click("#generate")
 
     page.wait_for_url(f"{base_url}/batches/batch_*")
     assert page.locator(".tile").count() == 3
-    statuses_seen = set()
-    for _ in range(300):  # up to 30 s; the batch takes about 5
-        grid = page.locator("#batch-grid")
-        statuses_seen.update(grid.evaluate(TILE_STATUSES))
-        if grid.get_attribute("data-status") == "completed":
-            break
-        page.wait_for_timeout(100)
-    assert page.get_attribute("#batch-grid", "data-status") == "completed"
-    assert {"processing", "success"} <= statuses_seen  # the grid moved while we watched
+    seen = watch_grid(page, lambda grid: grid.get_attribute("data-status") == "completed")
+    assert {"processing", "success"} <= seen  # the grid moved while we watched
     assert page.get_attribute("#batch-grid", "hx-trigger") is None  # and then stopped polling
-    widths = page.locator(".tile-success img").evaluate_all(
+    assert page.inner_text("#progress-text") == "3 done · 0 failed · 0 cancelled of 3"
+    widths = page.locator(".tile-success img.result").evaluate_all(
         "imgs => imgs.map(img => img.complete ? img.naturalWidth : 0)"
     )
     assert widths == [1024, 1024, 1024]
-    page.screenshot(path=str(tmp_path / "grid.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "finished-grid.png"), full_page=True)
+
+    with page.expect_download() as download:
+        page.click("#download-all")
+    archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
+    assert archive.namelist() == ["01-photo-0.png", "02-photo-1.png", "03-photo-2.png"]
+    assert page.inner_text("#credits") == "alice · 91⭐"
+    page.close()
+
+
+def test_cancel_a_sequential_batch_on_a_phone_and_see_the_refund_in_the_header(
+    live_server, chromium, tmp_path
+):
+    app, base_url = live_server
+    bob, _ = create_user(app, "bob", credits=100)
+    page = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+
+    sign_in_with_a_link(page, app, base_url, bob)
+    assert not page.evaluate(OVERFLOWS)
+    page.set_input_files("#images", photos(tmp_path, 8))
+    page.fill("#prompt", "Make it grayscale")
+    page.select_option("#concurrency", "1")
+    page.wait_for_selector("#cost-line:has-text('8 images × 3⭐ = 24⭐ · balance 100⭐')")
+    page.click("#generate")
+    page.wait_for_url(f"{base_url}/batches/batch_*")
+    assert page.inner_text("#credits") == "bob · 76⭐"
+    watch_grid(page, lambda grid: grid.locator(".tile-processing").count() == 1)
+    assert not page.evaluate(OVERFLOWS)
+
+    page.focus("#cancel-batch")  # by keyboard: the dialog opens on "Keep it running"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#cancel-dialog[open] #cancel-preview")
+    preview = page.inner_text("#cancel-preview")
+    # Between two images of a sequential lane nothing runs for a moment: both sentences are true.
+    assert re.fullmatch(
+        r"\d images? not started will be refunded \d+⭐"
+        r"(; 1 already running will finish and be charged)?\.",
+        preview,
+    ), preview
+    assert page.evaluate("document.activeElement.textContent") == "Keep it running"
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")  # "Cancel the batch"
+
+    page.wait_for_selector("#cancel-notice")
+    assert page.get_attribute("#batch-grid", "data-status") == "cancelled"
+    assert not page.is_visible("#cancel-dialog")
+    cancelled = int(
+        re.match(r"Cancelled (\d+) images? not started", page.inner_text("#cancel-notice")).group(1)
+    )
+    assert cancelled >= 1
+    assert page.inner_text("#credits") == f"bob · {76 + 3 * cancelled}⭐"  # refunded at once
+    watch_grid(page, lambda grid: grid.get_attribute("hx-trigger") is None)  # the last one ends
+    statuses = page.locator("#batch-grid").evaluate(TILE_STATUSES)
+    assert statuses.count("cancelled") == cancelled
+    assert statuses.count("success") == 8 - cancelled
     page.reload()
-    assert "91⭐" in page.inner_text("#credits")
+    assert page.inner_text("#credits") == f"bob · {100 - 3 * (8 - cancelled)}⭐"
     page.close()

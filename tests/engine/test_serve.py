@@ -1,6 +1,7 @@
 """The front door: `flask --app app serve` (what `make run` starts) serves and works on its own."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,68 +26,74 @@ def _free_port():
 
 @pytest.mark.e2e
 def test_serve_runs_web_and_consumer_in_one_process(tmp_path, database_url):
+    """`make run`: a new database gets a demo user with credits and a one-time sign-in link."""
     port = _free_port()
     environment = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "SECRET_KEY")
+        if key not in ("DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "SECRET_KEY", "PUBLIC_BASE_URL")
     }
-    environment.update(INSTANCE_PATH=str(tmp_path), PORT=str(port))
+    # Unbuffered, so the link can be read from the log while the server runs.
+    environment.update(INSTANCE_PATH=str(tmp_path), PORT=str(port), PYTHONUNBUFFERED="1")
     embedded = database_url.startswith("sqlite")  # then nothing is set, as on a fresh clone
     if not embedded:
         environment["DATABASE_URL"] = database_url
 
-    def flask(*args):
-        return subprocess.run(
-            [FLASK, "--app", "app", *args],
-            cwd=PROJECT_ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-
-    flask("init-db")
-    token = flask("users", "create", "alice", "--credits", "100").strip().splitlines()[-1]
+    subprocess.run(
+        [FLASK, "--app", "app", "init-db"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [FLASK, "--app", "app", "serve"],
+            [FLASK, "--app", "app", "serve", "--demo"],
             cwd=PROJECT_ROOT,
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {token}"}
     try:
+        link = wait_for(lambda: _printed_link(log_path, base), timeout=30)
         with requests.Session() as http:
             wait_for(lambda: _answers(http, f"{base}/api/models"), timeout=30)
-            created = http.post(
-                f"{base}/api/generate/batch", json=batch_body(3), headers=headers
-            ).json()
+            page = http.get(link).text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            signed_in = http.post(link, data={"csrf_token": token}, allow_redirects=False)
+            # The session cookie works for the API as well as for the pages.
+            created = http.post(f"{base}/api/generate/batch", json=batch_body(3)).json()
 
             def finished():
-                detail = http.get(
-                    f"{base}/api/generate/batch/{created['batchId']}", headers=headers
-                ).json()
+                detail = http.get(f"{base}/api/generate/batch/{created['batchId']}").json()
                 return detail if detail["isComplete"] and detail["finishedAt"] else None
 
             detail = wait_for(finished, timeout=60)
             result = http.get(detail["results"][0]["imageUrl"])
-            me = http.get(f"{base}/api/me", headers=headers).json()
+            me = http.get(f"{base}/api/me").json()
+            grid = http.get(f"{base}/batches/{created['batchId']}").text
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
 
+    assert "Sign in as demo" in page
+    assert signed_in.status_code == 303
     assert detail["status"] == "completed"
     assert result.status_code == 200 and result.headers["Content-Type"] == "image/png"
-    assert me["credits"] == 100 - 9
+    assert me == {"id": me["id"], "name": "demo", "credits": 100 - 9}
+    assert 'data-status="completed"' in grid
     output = log_path.read_text()
     assert f"batchgen is running at {base}" in output
-    assert "users create alice --credits 100" in output  # it tells how to log in
+    assert "Created the user 'demo' with 100⭐." in output
     assert (tmp_path / "huey.db").exists()
     assert (tmp_path / "app.db").exists() == embedded
+
+
+def _printed_link(log_path, base):
+    found = re.search(rf"^  ({re.escape(base)}/auth/link/\S+)$", log_path.read_text(), re.M)
+    return found.group(1) if found else None
 
 
 def _answers(http, url):

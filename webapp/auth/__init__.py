@@ -1,10 +1,12 @@
 """Who is calling: the session cookie (`telegram_session`) or `Authorization: Bearer <token>`.
 
 API tokens are stored as their SHA-256 only; the token itself is shown once, when created.
+People sign in through `views` (Telegram, one-time links, a token) to get the cookie.
 """
 
 import hashlib
 import secrets
+from urllib.parse import urlsplit
 
 from flask import jsonify, make_response, redirect, request, url_for
 from sqlalchemy import select
@@ -63,12 +65,14 @@ def unauthorized():
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="batchgen"'
         return response
-    login_url = url_for("web.login", next=request.full_path.rstrip("?"))
     if request.headers.get("HX-Request") == "true":
+        # Back to the page the fragment belongs to, not to the fragment's own URL.
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        page = current.path + (f"?{current.query}" if current.query else "")
         response = make_response("", 401)
-        response.headers["HX-Redirect"] = login_url
+        response.headers["HX-Redirect"] = url_for("auth.login", next=page or None)
         return response
-    return redirect(login_url)
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
 def init_app(app):

@@ -45,6 +45,18 @@ class CancelOutcome:
             )
         return " ".join(parts)
 
+    @property
+    def preview(self):
+        """What cancelling would do, said before it is done (from preview_cancel)."""
+        if self.cancelled:
+            refund = f"{_images(self.cancelled)} not started will be refunded {self.refunded}⭐"
+        else:
+            refund = "No image is waiting to start, so nothing will be refunded"
+        if not self.still_running:
+            return f"{refund}."
+        verb = "will finish and be charged"
+        return f"{refund}; {self.still_running} already running {verb}."
+
 
 def _images(count):
     return f"{count} image{'s' if count != 1 else ''}"

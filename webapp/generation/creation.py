@@ -5,13 +5,14 @@ from ..extensions import db
 from ..models import Batch, Generation, LedgerKind, new_batch_id, new_generation_id
 
 
-def create_batch(user_id, spec, storage, provider_name, record_resource=None):
+def create_batch(user_id, spec, storage, provider_name, record_resource=None, parent_id=None):
     """Charge the batch's whole price once and create its rows; answer the committed Batch.
 
     Raises billing.InsufficientCredits (nothing charged, no file kept) when the balance is short.
     The caller rings the queue after this returns: if that fails, the reaper starts the batch.
     `record_resource(batch_id=…)`, if given, runs inside the create's transaction (the API records
     the batch on its idempotency key there); whatever it raises undoes the whole create.
+    `parent_id` names the batch this one retries (see retry.py).
     """
     cost = spec.total_cost
     _ensure_affordable(user_id, cost)
@@ -43,6 +44,7 @@ def create_batch(user_id, spec, storage, provider_name, record_resource=None):
         concurrency=spec.concurrency,
         provider=provider_name,
         total_cost=cost,
+        parent_id=parent_id,
     )
     inputs = [(row.input_key, image.data) for row, image in zip(rows, spec.images, strict=True)]
 

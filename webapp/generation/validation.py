@@ -25,6 +25,15 @@ class ValidationError(Exception):
         self.field = field
 
 
+class FormErrors(ValidationError):
+    """Several fields of a form are wrong: {field: message}, in the form's order."""
+
+    def __init__(self, errors):
+        field, message = next(iter(errors.items()))
+        super().__init__(message, field)
+        self.errors = errors
+
+
 @dataclass(frozen=True)
 class Limits:
     max_images: int
@@ -128,14 +137,36 @@ def parse_batch_request(payload, catalog, limits):
 
 
 def parse_batch_upload(fields, uploads, catalog, limits):
-    """Check the web upload form: `fields` like the JSON body, `uploads` [(filename, bytes)]."""
-    generation = _parse_generation(fields, catalog, mode="i2i")
-    if not uploads:
+    """Check the web upload form: `fields` like the JSON body, `uploads` [(filename, bytes)].
+
+    Raises FormErrors naming every wrong field, so the form can show each problem at once.
+    """
+    errors = {}
+    generation = _collect(errors, parse_upload_settings, fields, catalog)
+    concurrency = _collect(errors, _parse_form_concurrency, fields.get("concurrency"), limits)
+    images = _collect(errors, _check_uploads, uploads, limits)
+    if errors:
+        raise FormErrors(errors)
+    return BatchSpec(generation=generation, concurrency=concurrency, images=images)
+
+
+def parse_upload_settings(fields, catalog):
+    """The upload form's prompt, model, quality and aspect ratio, checked as the API checks them."""
+    return _parse_generation(fields, catalog, mode="i2i")
+
+
+def check_image_count(count, limits):
+    """A batch has 1 to `max_images` images."""
+    if count < 1:
         raise ValidationError("Choose at least one image", "images")
-    if len(uploads) > limits.max_images:
+    if count > limits.max_images:
         raise ValidationError(
-            f"{len(uploads)} images chosen; at most {limits.max_images} are allowed", "images"
+            f"{count} images chosen; at most {limits.max_images} are allowed", "images"
         )
+
+
+def _check_uploads(uploads, limits):
+    check_image_count(len(uploads), limits)
     images = []
     seen = set()
     for filename, raw in uploads:
@@ -145,15 +176,27 @@ def parse_batch_upload(fields, uploads, catalog, limits):
             copy += 1
             client_id = f"{name} ({copy})"
         seen.add(client_id)
-        images.append(check_image(raw, name, limits, client_id))
-    concurrency = fields.get("concurrency")
-    if isinstance(concurrency, str):
-        concurrency = int(concurrency) if concurrency.strip().isdigit() else concurrency or None
-    return BatchSpec(
-        generation=generation,
-        concurrency=_parse_concurrency(concurrency, limits),
-        images=tuple(images),
-    )
+        try:
+            images.append(check_image(raw, name, limits, client_id))
+        except ValidationError as error:
+            raise ValidationError(error.message, "images") from None
+    return tuple(images)
+
+
+def _parse_form_concurrency(value, limits):
+    """A form sends text: "4" is 4, and an empty choice is the default."""
+    if isinstance(value, str):
+        value = int(value) if value.strip().isdigit() else value or None
+    return _parse_concurrency(value, limits)
+
+
+def _collect(errors, parse, *args):
+    """Run one check; on failure note its message under its field and answer None."""
+    try:
+        return parse(*args)
+    except ValidationError as error:
+        errors.setdefault(error.field, error.message)
+        return None
 
 
 def parse_photo_request(payload, catalog, limits):
@@ -269,6 +312,13 @@ def _parse_generation(payload, catalog, mode):
     if mode not in model.modes:
         what = "image-to-image (i2i)" if mode == "i2i" else "text-to-image (t2i)"
         raise ValidationError(f"model {model_id!r} does not support {what}", "model")
+    negative_limit = model.kie.negative_prompt_max
+    if negative_prompt and negative_limit and len(negative_prompt.strip()) > negative_limit:
+        raise ValidationError(
+            f"negativePrompt is longer than {negative_limit} characters, the most {model_id} "
+            "accepts",
+            "negativePrompt",
+        )
     quality = payload.get("quality") or model.default_quality
     if quality not in model.qualities:
         raise ValidationError(

@@ -1,13 +1,9 @@
-"""Pack a batch's results into one zip file for download."""
+"""A batch's results as one zip, streamed: each image is sent as soon as it is added."""
 
 import re
-import tempfile
 import zipfile
 
 from ..models import GenerationStatus
-
-# Results are PNG (already compressed): store them, don't deflate them again.
-SPOOL_BYTES = 64 * 1024 * 1024
 
 
 def archive_name(generation):
@@ -18,12 +14,43 @@ def archive_name(generation):
     return f"{generation.position + 1:02d}-{stem}.{extension}"
 
 
-def results_archive(generations, storage):
-    """A file object holding a zip of every successful generation's result."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
-    with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as archive:
-        for generation in generations:
-            if generation.status == GenerationStatus.SUCCESS and generation.result_key:
-                archive.writestr(archive_name(generation), storage.read(generation.result_key))
-    spool.seek(0)
-    return spool
+def archive_entries(generations):
+    """(name in the zip, storage key) of every successful generation's result."""
+    return [
+        (archive_name(generation), generation.result_key)
+        for generation in generations
+        if generation.status == GenerationStatus.SUCCESS and generation.result_key
+    ]
+
+
+class _Chunks:
+    """A write-only file that keeps what was written until it is taken.
+
+    It has no tell(), so zipfile treats it as a stream and writes each entry's sizes after its
+    data: the archive can go out while it is being made.
+    """
+
+    def __init__(self):
+        self.parts = []
+
+    def write(self, data):
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def take(self):
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+def stream_zip(entries, storage):
+    """The zip's bytes, piece by piece. Results are PNG (already compressed): stored as is."""
+    chunks = _Chunks()
+    with zipfile.ZipFile(chunks, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, key in entries:
+            archive.writestr(name, storage.read(key))
+            yield chunks.take()
+    yield chunks.take()  # the central directory, written on close

@@ -1,0 +1,25 @@
+// Say so when an htmx request fails, rather than leaving the page silently out of date.
+(function () {
+  "use strict";
+
+  function show(message) {
+    const banner = document.getElementById("request-error");
+    banner.textContent = message;
+    banner.hidden = false;
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    const xhr = event.detail.xhr;
+    show(xhr.status === 413
+      ? "The upload is too large: choose fewer or smaller images."
+      : "The server answered " + xhr.status + " " + xhr.statusText + ". Reload the page and try again.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    show("The server cannot be reached right now; this page catches up once it is back.");
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.successful) {
+      document.getElementById("request-error").hidden = true;
+    }
+  });
+})();

@@ -1,0 +1,210 @@
+"""A batch's page and live grid, its cancel and retry, its downloads, and the history list."""
+
+import mimetypes
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask_login import current_user, login_required
+from sqlalchemy import func, select
+
+from tasks import get_queue
+
+from .. import billing
+from ..catalog import load_catalog
+from ..extensions import db
+from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
+from ..generation.progress import Progress
+from ..generation.retry import AlreadyRetried, NothingToRetry, retry_failed, retry_of
+from ..generation.validation import Limits, ValidationError
+from ..models import Batch, Generation, GenerationStatus, utcnow
+from ..providers import get_provider
+from ..storage import get_storage
+from . import bp
+from .archive import archive_entries, archive_name, stream_zip
+from .htmx import page_of, page_or_fragment, see_other
+
+HISTORY_PAGE_SIZE = 20
+
+
+@bp.get("/batches")
+@login_required
+def history():
+    """The user's batches, newest first, with their image counts, a page at a time."""
+    page = page_of(
+        db.session,
+        select(Batch)
+        .where(Batch.user_id == current_user.id)
+        .order_by(Batch.created_at.desc(), Batch.id.desc()),
+        HISTORY_PAGE_SIZE,
+    )
+    batches = [batch for (batch,) in page.rows]
+    counts = {batch.id: {} for batch in batches}
+    for batch_id, status, images in db.session.execute(
+        select(Generation.batch_id, Generation.status, func.count())
+        .where(Generation.batch_id.in_(counts))
+        .group_by(Generation.batch_id, Generation.status)
+    ):
+        counts[batch_id][status] = images
+    return render_template(
+        "batches/index.html",
+        page=page,
+        rows=[(batch, Progress.from_counts(counts[batch.id])) for batch in batches],
+    )
+
+
+@bp.get("/batches/<batch_id>")
+@login_required
+def show(batch_id):
+    """The batch page; htmx polls the same URL for the grid until the batch is finished."""
+    batch = _own_batch_or_404(batch_id)
+    return page_or_fragment("batches/show.html", "batches/_grid.html", **grid_context(batch))
+
+
+@bp.get("/batches/<batch_id>/cancel")
+@login_required
+def confirm_cancel(batch_id):
+    """Say what cancelling would do (a dialog for htmx, a page otherwise) before doing it."""
+    batch = _own_batch_or_404(batch_id)
+    preview = None if batch.is_finished else preview_cancel(batch_id)
+    return page_or_fragment(
+        "batches/cancel.html", "batches/_cancel.html", batch=batch, preview=preview
+    )
+
+
+@bp.post("/batches/<batch_id>/cancel")
+@login_required
+def cancel(batch_id):
+    """Cancel through the API's service; htmx gets the grid back, with the new balance."""
+    _own_batch_or_404(batch_id)
+    db.session.rollback()
+    try:
+        notice = cancel_batch(batch_id).message
+    except NothingToCancel as finished:
+        notice = f"The batch is already {finished.status}: there was nothing to cancel."
+    batch = _own_batch_or_404(batch_id)
+    if request.headers.get("HX-Request") == "true":
+        return page_or_fragment(
+            "batches/show.html", "batches/_grid.html", notice=notice, **grid_context(batch)
+        )
+    flash(notice)
+    return see_other(url_for("web.show", batch_id=batch_id))
+
+
+@bp.post("/batches/<batch_id>/retry")
+@login_required
+def retry(batch_id):
+    """A new batch of this one's failed images, charged for them only, linked back here."""
+    batch = _own_batch_or_404(batch_id)
+    try:
+        created = retry_failed(
+            batch,
+            get_storage(),
+            get_provider().name,
+            load_catalog(),
+            Limits.from_config(current_app.config),
+        )
+    except AlreadyRetried as done:
+        flash("These failed images were retried already: here is that batch.")
+        return see_other(url_for("web.show", batch_id=done.retry_id))
+    except (NothingToRetry, ValidationError, billing.InsufficientCredits) as error:
+        flash(_retry_refusal(error), "error")
+        return see_other(url_for("web.show", batch_id=batch_id))
+    images = len(created.generations)
+    get_queue(current_app).start_batch(created.id, created.concurrency, images)
+    flash(f"Retrying {images} failed image{'s' if images != 1 else ''} for {created.total_cost}⭐.")
+    return see_other(url_for("web.show", batch_id=created.id))
+
+
+@bp.get("/batches/<batch_id>/download")
+@login_required
+def download(batch_id):
+    """Every finished image of the batch in one zip, streamed as it is made."""
+    batch = _own_batch_or_404(batch_id)
+    entries = archive_entries(batch.generations)
+    if not entries:
+        abort(404, "This batch has no finished image to download yet.")
+    return Response(
+        stream_zip(entries, get_storage()),
+        mimetype="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{batch.id}.zip"'},
+    )
+
+
+@bp.get("/batches/<batch_id>/images/<generation_id>")
+@login_required
+def download_result(batch_id, generation_id):
+    """One finished image, as a file named like its entry in the zip."""
+    generation = db.session.scalar(
+        select(Generation).where(
+            Generation.id == generation_id,
+            Generation.batch_id == batch_id,
+            Generation.user_id == current_user.id,
+            Generation.status == GenerationStatus.SUCCESS,
+        )
+    )
+    if generation is None or not generation.result_key:
+        abort(404)
+    path = get_storage().path(generation.result_key)
+    return send_file(
+        path,
+        mimetype=mimetypes.guess_type(path)[0] or "application/octet-stream",
+        as_attachment=True,
+        download_name=archive_name(generation),
+    )
+
+
+def grid_context(batch):
+    """What the grid and its progress line show: one query for the images, none per card.
+
+    `settled`: nothing will change any more. A cancelled batch is finished at once, but the
+    images already at the engine are still running: the grid keeps polling until they end.
+    """
+    generations = list(batch.generations)
+    progress = Progress.of(generations)
+    settled = batch.is_finished and progress.is_complete
+    return {
+        "batch": batch,
+        "generations": generations,
+        "progress": progress,
+        "settled": settled,
+        "seconds_left": progress.seconds_left(batch.started_at, utcnow()),
+        "retry_id": retry_of(batch.id) if settled and progress.failed else None,
+        "retry_cost": _retry_cost(batch, progress) if settled else None,
+    }
+
+
+def _retry_cost(batch, progress):
+    """What retrying the failed images costs at today's price (None if no longer sold)."""
+    model = load_catalog().get(batch.model)
+    if not progress.failed or model is None or batch.quality not in model.qualities:
+        return None
+    return model.price(batch.quality) * progress.failed
+
+
+def _retry_refusal(error):
+    if isinstance(error, billing.InsufficientCredits):
+        return (
+            f"Insufficient credits: retrying costs {error.required}⭐ "
+            f"and you have {error.available}⭐."
+        )
+    if isinstance(error, ValidationError):
+        return f"This batch cannot be retried as it was: {error.message}."
+    return str(error)
+
+
+def _own_batch_or_404(batch_id):
+    """The signed-in user's batch; anyone else's is as unknown as a batch that never existed."""
+    batch = db.session.scalar(
+        select(Batch).where(Batch.id == batch_id, Batch.user_id == current_user.id)
+    )
+    if batch is None:
+        abort(404)
+    return batch
