@@ -317,7 +317,7 @@ def fetch_result(app, image_url):
 def work_next_image(app, batch_id, outcome=None):
     """A worker claims the batch's next image and records `outcome` for it (a providers.Failed,
     say), or, when None, what the local engine really makes of it. Answers the claim."""
-    from webapp.generation import claims, engine
+    from webapp.generation import claims, engine, outcomes
     from webapp.storage import get_storage
 
     claim = claim_next_image(app, batch_id)
@@ -326,7 +326,7 @@ def work_next_image(app, batch_id, outcome=None):
         return claim
     settings = claims.Settings.from_config(app.config)
     with app.app_context():
-        engine.record_outcome(claim, outcome, get_storage(), settings)
+        outcomes.record_outcome(claim, outcome, get_storage(), settings)
         engine.finalize_batch(batch_id)
     return claim
 

@@ -20,7 +20,7 @@ from tests.support import (
     wait_for,
 )
 from webapp.extensions import db
-from webapp.generation import claims, engine
+from webapp.generation import claims, engine, outcomes
 from webapp.generation.cancellation import CancelOutcome
 from webapp.models import Generation, utcnow
 from webapp.providers import Failed, get_provider
@@ -59,7 +59,7 @@ def _finish(app, claim, outcome=None):
     with app.app_context():
         if outcome is None:
             return engine.run_claim(claim, get_provider(), get_storage(), settings)
-        engine.record_outcome(claim, outcome, get_storage(), settings)
+        outcomes.record_outcome(claim, outcome, get_storage(), settings)
         engine.finalize_batch(claim.generation.batch_id)
 
 
@@ -224,7 +224,7 @@ def test_a_cancel_racing_failures_of_running_images_refunds_each_image_once(
         barrier.wait()
         try:
             with app.app_context():
-                engine.fail_and_refund(claim.generation, claim.token, "upstream_error", "Failed.")
+                outcomes.fail_and_refund(claim.generation, claim.token, "upstream_error", "Failed.")
         except Exception as error:  # a deadlock would surface here
             errors.append(error)
 

@@ -20,7 +20,7 @@ from tests.support import (
     wait_for,
 )
 from webapp.extensions import db
-from webapp.generation import claims, engine
+from webapp.generation import claims, engine, outcomes
 from webapp.models import Batch, Generation, utcnow
 from webapp.providers import Done
 
@@ -133,7 +133,7 @@ def test_a_late_worker_cannot_overwrite_the_newer_attempt(app, api_client):
     with app.app_context():
         from webapp.storage import get_storage
 
-        recorded = engine.record_outcome(stale, Done(b"late"), get_storage(), _settings(app))
+        recorded = outcomes.record_outcome(stale, Done(b"late"), get_storage(), _settings(app))
 
     assert recorded is False
     assert [row["status"] for row in generation_rows(app, batch_id)] == ["success"]

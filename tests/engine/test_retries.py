@@ -21,7 +21,7 @@ from tests.support import (
     wait_for,
 )
 from webapp.extensions import db
-from webapp.generation import claims, engine
+from webapp.generation import claims, engine, outcomes
 from webapp.models import Generation
 from webapp.pacing import window_seconds
 from webapp.providers import RETRIED, Throttled, get_provider
@@ -69,7 +69,7 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(attempts):
     settings = claims.Settings(lease_seconds=60, max_attempts=12)
     ceiling = min(300.0, 2.0 * 2 ** (attempts - 1))
 
-    delays = [engine.backoff_seconds(attempts, settings) for _ in range(50)]
+    delays = [outcomes.backoff_seconds(attempts, settings) for _ in range(50)]
 
     assert all(ceiling * 0.5 <= delay <= ceiling for delay in delays)
     assert len(set(delays)) > 1  # jittered, so retries of many images do not line up

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from .. import billing
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
-from .engine import CANCELLED_MESSAGE
+from .outcomes import CANCELLED_MESSAGE
 
 
 class NothingToCancel(Exception):

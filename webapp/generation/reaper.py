@@ -13,7 +13,8 @@ from sqlalchemy import func, select, update
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from .claims import runnable
-from .engine import fail_and_refund, fence, final_status, finalize_batch, return_to_pending
+from .engine import final_status, finalize_batch
+from .outcomes import fail_and_refund, fence, return_to_pending
 
 
 @dataclass
