@@ -5,7 +5,7 @@ generations within UPSTREAM_RATE_LIMIT per UPSTREAM_RATE_PERIOD."""
 import pytest
 
 from tests.consumers import ConsumerProcess, queue_name
-from tests.kie_stub import KieStub
+from tests.kie_stub import KieStub, busiest_window
 from tests.support import (
     ApiClient,
     batch_body,
@@ -57,17 +57,6 @@ def test_a_small_batch_is_not_starved_by_a_big_one_that_came_first(
     assert small_user.balance() == 10 - 2 * 3
 
 
-def _busiest_window(times, period):
-    """The most events inside any window of `period` seconds."""
-    times = sorted(times)
-    busiest, start = 0, 0
-    for end, moment in enumerate(times):
-        while moment - times[start] >= period:
-            start += 1
-        busiest = max(busiest, end - start + 1)
-    return busiest
-
-
 def _kie_settings(stub, limit, period):
     return {
         "GENERATION_BACKEND": "kie",
@@ -117,7 +106,7 @@ def test_consumer_processes_share_one_upstream_pace_and_interleave_users(
         created_times = list(stub.created_times)
 
     assert len(created_times) == 18
-    assert _busiest_window(created_times, period) <= limit
+    assert busiest_window(created_times, period) <= limit
     assert all("Executing tasks.run_lane" in consumer.log() for consumer in consumers)
     assert big_done_when_small_finished < 16
     assert first.balance() == 100 - 16 * 3 and second.balance() == 100 - 2 * 3
@@ -142,5 +131,5 @@ def test_threads_share_the_database_pace_without_redis(tmp_path, database_url):
 
     assert detail["status"] == "completed"
     assert len(created_times) == 9
-    assert _busiest_window(created_times, period) <= limit
+    assert busiest_window(created_times, period) <= limit
     assert created_times[-1] - created_times[0] >= 2 * period - 0.1  # it really waited

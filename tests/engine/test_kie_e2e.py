@@ -22,7 +22,6 @@ from tests.support import (
     fetch_result,
     generation_rows,
     image_bytes,
-    make_app,
     photo_body,
     running_consumer,
     wait_for,
@@ -36,25 +35,6 @@ from webapp.providers.kie import KieProvider
 PRICE = 3  # flux-2, the kontext pro model and nano-banana at 1k, in credits
 INPUT_SIZE = (64, 48)  # what tests.support.image_bytes draws
 RESULT_SIZE = (128, 96)  # the stub answers the input at twice its size
-
-
-@pytest.fixture
-def kie_app(tmp_path, database_url):
-    """Build an app on the kie engine, pointed at a stub (conftest checks its ledger)."""
-
-    def build(stub, **overrides):
-        config = {
-            "GENERATION_BACKEND": "kie",
-            "KIE_API_KEY": "test-key",
-            "KIE_API_BASE": stub.base_url,
-            "KIE_UPLOAD_BASE": stub.base_url,
-            "HUEY_MEMORY": False,
-            "POLL_DELAYS": (0.2,),
-            **overrides,
-        }
-        return make_app(tmp_path, database_url, **config)
-
-    return build
 
 
 def free_port():

@@ -16,7 +16,6 @@ from tests.support import (
     batch_finished,
     create_user,
     generation_rows,
-    make_app,
     running_consumer,
     wait_for,
 )
@@ -30,26 +29,18 @@ from webapp.storage import get_storage
 PRICE = 3  # flux-2 at 1k
 
 
+QUICK_RETRIES = {
+    "KIE_TIMEOUT_SECONDS": 0.5,
+    "POLL_DELAYS": (0.1,),
+    "RETRY_BASE_SECONDS": 0.05,
+    "RETRY_CAP_SECONDS": 0.2,
+}
+
+
 @pytest.fixture
-def kie_app(tmp_path, database_url):
+def quick_app(kie_app):
     """An app on the kie engine, pointed at a stub, with quick retries."""
-
-    def build(stub, **overrides):
-        config = {
-            "GENERATION_BACKEND": "kie",
-            "KIE_API_KEY": "test-key",
-            "KIE_API_BASE": stub.base_url,
-            "KIE_UPLOAD_BASE": stub.base_url,
-            "KIE_TIMEOUT_SECONDS": 0.5,
-            "HUEY_MEMORY": False,
-            "POLL_DELAYS": (0.1,),
-            "RETRY_BASE_SECONDS": 0.05,
-            "RETRY_CAP_SECONDS": 0.2,
-            **overrides,
-        }
-        return make_app(tmp_path, database_url, **config)
-
-    return build
+    return lambda stub, **overrides: kie_app(stub, **{**QUICK_RETRIES, **overrides})
 
 
 def _create(client, count, concurrency=4):
@@ -75,9 +66,9 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(attempts):
     assert len(set(delays)) > 1  # jittered, so retries of many images do not line up
 
 
-def test_a_retryable_error_waits_its_backoff_before_the_next_attempt(kie_app):
+def test_a_retryable_error_waits_its_backoff_before_the_next_attempt(quick_app):
     with KieStub(error_5xx_rate=1.0) as stub:
-        app = kie_app(stub, RETRY_BASE_SECONDS=30, RETRY_CAP_SECONDS=60)
+        app = quick_app(stub, RETRY_BASE_SECONDS=30, RETRY_CAP_SECONDS=60)
         client = ApiClient(app, *create_user(app))
         batch_id = _create(client, 1)
         settings = claims.Settings.from_config(app.config)
@@ -100,9 +91,9 @@ def test_a_retryable_error_waits_its_backoff_before_the_next_attempt(kie_app):
 
 
 @pytest.mark.e2e
-def test_retryable_errors_are_given_up_after_max_attempts_and_refunded(kie_app):
+def test_retryable_errors_are_given_up_after_max_attempts_and_refunded(quick_app):
     with KieStub(error_5xx_rate=1.0) as stub:
-        app = kie_app(stub, MAX_ATTEMPTS=3)
+        app = quick_app(stub, MAX_ATTEMPTS=3)
         client = ApiClient(app, *create_user(app))
         batch_id = _create(client, 2)
         with running_consumer(app, workers=2):
@@ -123,9 +114,9 @@ def test_retryable_errors_are_given_up_after_max_attempts_and_refunded(kie_app):
 
 
 @pytest.mark.e2e
-def test_a_content_policy_refusal_fails_at_once_with_a_clear_message(kie_app):
+def test_a_content_policy_refusal_fails_at_once_with_a_clear_message(quick_app):
     with KieStub(fail_rate=1.0, fail_code="400", fail_msg="NSFW content detected") as stub:
-        app = kie_app(stub)
+        app = quick_app(stub)
         client = ApiClient(app, *create_user(app))
         batch_id = _create(client, 1)
         with running_consumer(app, workers=1):
@@ -139,7 +130,7 @@ def test_a_content_policy_refusal_fails_at_once_with_a_clear_message(kie_app):
 
 
 @pytest.mark.e2e
-def test_random_upstream_faults_end_every_image_settled_within_the_retry_cap(kie_app):
+def test_random_upstream_faults_end_every_image_settled_within_the_retry_cap(quick_app):
     max_attempts = 4
     faults = KieStub(
         rate_429=0.15,
@@ -152,7 +143,7 @@ def test_random_upstream_faults_end_every_image_settled_within_the_retry_cap(kie
     )
     with faults as stub:
         # No pacing; a 429 waits one (short) UPSTREAM_RATE_PERIOD, uncounted.
-        app = kie_app(
+        app = quick_app(
             stub, MAX_ATTEMPTS=max_attempts, UPSTREAM_RATE_LIMIT=0, UPSTREAM_RATE_PERIOD=0.2
         )
         client = ApiClient(app, *create_user(app))
@@ -177,9 +168,9 @@ def test_random_upstream_faults_end_every_image_settled_within_the_retry_cap(kie
     assert client.balance() == 100 - PRICE * statuses["success"]
 
 
-def test_a_full_upstream_pace_is_waited_out_not_counted_as_an_attempt(kie_app):
+def test_a_full_upstream_pace_is_waited_out_not_counted_as_an_attempt(quick_app):
     with KieStub() as stub:
-        app = kie_app(stub, UPSTREAM_RATE_LIMIT=1, UPSTREAM_RATE_PERIOD=60)
+        app = quick_app(stub, UPSTREAM_RATE_LIMIT=1, UPSTREAM_RATE_PERIOD=60)
         client = ApiClient(app, *create_user(app))
         batch_id = _create(client, 2)
         settings = claims.Settings.from_config(app.config)
@@ -202,9 +193,9 @@ def test_a_full_upstream_pace_is_waited_out_not_counted_as_an_attempt(kie_app):
     assert client.balance() == 100 - 2 * PRICE
 
 
-def test_a_429_waits_at_least_one_rate_window_without_spending_an_attempt(kie_app):
+def test_a_429_waits_at_least_one_rate_window_without_spending_an_attempt(quick_app):
     with KieStub(rate_429=1.0) as stub:
-        app = kie_app(stub, UPSTREAM_RATE_PERIOD=10)
+        app = quick_app(stub, UPSTREAM_RATE_PERIOD=10)
         client = ApiClient(app, *create_user(app))
         batch_id = _create(client, 1)
         settings = claims.Settings.from_config(app.config)
@@ -221,10 +212,10 @@ def test_a_429_waits_at_least_one_rate_window_without_spending_an_attempt(kie_ap
 
 
 @pytest.mark.e2e
-def test_an_upstream_that_answers_429_forever_fails_the_image_after_the_deadline(kie_app):
+def test_an_upstream_that_answers_429_forever_fails_the_image_after_the_deadline(quick_app):
     # Past POLL_TIMEOUT_SECONDS (0 here) every 429 counts, so MAX_ATTEMPTS of them end it.
     with KieStub(rate_429=1.0) as stub:
-        app = kie_app(stub, MAX_ATTEMPTS=3, POLL_TIMEOUT_SECONDS=0)
+        app = quick_app(stub, MAX_ATTEMPTS=3, POLL_TIMEOUT_SECONDS=0)
         client = ApiClient(app, *create_user(app))
         batch_id = _create(client, 1)
         with running_consumer(app, workers=1):
@@ -242,9 +233,9 @@ def test_an_upstream_that_answers_429_forever_fails_the_image_after_the_deadline
 
 
 @pytest.mark.e2e
-def test_an_empty_kie_account_holds_images_uncounted_until_ops_top_it_up(kie_app, caplog):
+def test_an_empty_kie_account_holds_images_uncounted_until_ops_top_it_up(quick_app, caplog):
     with KieStub(credits=0, polls_until_done=0) as stub:
-        app = kie_app(stub, MAX_ATTEMPTS=1)
+        app = quick_app(stub, MAX_ATTEMPTS=1)
         get_provider_of(app).out_of_credits_wait = 0.2
         client = ApiClient(app, *create_user(app))
         batch_id = _create(client, 2)
