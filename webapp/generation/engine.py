@@ -31,6 +31,7 @@ from .outcomes import fail_and_refund, fenced_update, lease_end, record_outcome,
 log = logging.getLogger(__name__)
 
 SHORT_WAIT_SECONDS = 2.0
+SCHEDULER_TICK_SECONDS = 1.0  # Huey's consumer checks its schedule once a second
 
 
 @dataclass(frozen=True)
@@ -233,14 +234,19 @@ def photo_step(generation_id, provider, storage, settings):
 
 def _sleep_while_full(pacer):
     """None if the pacer has a slot free, or soon; else the StepResult that puts the task to
-    sleep until one may be.
+    sleep until just before one may be.
 
-    "Soon" is what the queue cannot time: its scheduler ticks once a second, so a short wait
-    is better spent in the worker (the engine waits for its slot right before the upstream
-    call) than rounded up to the next tick.
+    "Soon" is what the queue cannot time: its scheduler ticks once a second, so a task woken
+    at t runs up to a tick later. The lane is woken one to two ticks before the slot frees and
+    waits the rest in the engine, which takes its slot right before the upstream call: a
+    freed slot is used when it frees, not at the next tick after it. The spread keeps lanes
+    sent to sleep together from all being enqueued at once.
     """
     wait = pacer.peek()
-    return StepResult(wake_at=_after(wait)) if wait > SHORT_WAIT_SECONDS else None
+    if wait <= SHORT_WAIT_SECONDS:
+        return None
+    early = random.uniform(SCHEDULER_TICK_SECONDS, SHORT_WAIT_SECONDS)
+    return StepResult(wake_at=utcnow() + timedelta(seconds=wait - early))
 
 
 def _after(seconds):
