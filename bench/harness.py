@@ -61,7 +61,9 @@ class Section:
     method: str
     results: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    points: list = field(default_factory=list)  # (x, measured, ideal) for a plot, if any
     seconds: float = 0.0
+    failed: bool = False  # it raised instead of measuring
 
 
 def free_port():
@@ -304,3 +306,36 @@ def machine():
         "packages": ", ".join(versions),
         "wrk": shutil.which("wrk") or "not installed",
     }
+
+
+def _stat(pid):
+    """(parent pid, CPU seconds) of a live process, from /proc/<pid>/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+
+
+def cpu_seconds(pid):
+    """CPU seconds (user + system) spent so far by a live process and its live descendants."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(entry.name)] = _stat(entry.name)
+    children = {}
+    for candidate, (parent, _) in parents.items():
+        children.setdefault(parent, []).append(candidate)
+    total, family = 0.0, [pid]
+    while family:
+        member = family.pop()
+        total += parents.get(member, (0, 0.0))[1]
+        family.extend(children.get(member, ()))
+    return total
+
+
+def machine_busy_seconds():
+    """CPU seconds every core of the machine has spent busy since boot (from /proc/stat)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")

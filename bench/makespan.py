@@ -1,0 +1,163 @@
+"""Makespan against the physical limit: how long 50 images take, next to the shortest time the
+upstream allows.
+
+The stub kie.ai answers every task LATENCY seconds after its create and accepts 20 creates in
+any 10 s, like kie.ai. The app runs as ops run it: gunicorn, one `huey_consumer` on Redis,
+PostgreSQL, the kie engine pointed at the stub, callbacks coming back to gunicorn. For each
+concurrency C the same 50 images go in one batch; the makespan is the wall time from the POST
+to the moment the client sees the batch finished (status polled every 0.1 s). The ideal is the
+larger of ⌈N/C⌉·L (C images at a time, L each) and the rate-limit bound (the last create can
+go no sooner than ⌊(N−1)/limit⌋ periods after the first, and takes L more).
+
+The same 50 images then go through the original sequential client: one
+`POST /api/generate/photo` per image, each answered once its image is done.
+
+    .venv/bin/python -m bench.makespan [latency]
+"""
+
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.kie_stub import KieStub, busiest_window
+
+from .harness import Api, Deployment, Result, Section, free_port, image_data_url
+
+IMAGES = 50
+CONCURRENCIES = (1, 4, 10)
+LATENCY = 1.0
+RATE_LIMIT = (20, 10)
+POLL_INTERVAL = 0.1
+TARGET = "≤ 1.10"
+
+
+def ideal_seconds(images, concurrency, latency, rate_limit):
+    limit, period = rate_limit
+    by_concurrency = math.ceil(images / concurrency) * latency
+    by_rate = (images - 1) // limit * period + latency
+    return max(by_concurrency, by_rate)
+
+
+def deployment(workdir, stub, port):
+    return Deployment(
+        workdir,
+        database="postgresql",
+        queue="redis",
+        GENERATION_BACKEND="kie",
+        KIE_API_KEY=stub.api_key,
+        KIE_API_BASE=stub.base_url,
+        KIE_UPLOAD_BASE=stub.base_url,
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        UPSTREAM_RATE_LIMIT=RATE_LIMIT[0],
+        UPSTREAM_RATE_PERIOD=RATE_LIMIT[1],
+        MAX_CONCURRENCY=max(CONCURRENCIES),
+    )
+
+
+def images():
+    return [{"id": f"photo-{i}", "data": image_data_url(seed=i)} for i in range(IMAGES)]
+
+
+def run_batch(workdir, latency, concurrency, pictures):
+    """One batch at `concurrency` on a fresh deployment; answers (makespan, detail, stub)."""
+    port = free_port()
+    with KieStub(latency=latency, polls_until_done=0, rate_limit=RATE_LIMIT) as stub:
+        with deployment(workdir, stub, port) as app:
+            _, token = app.user()
+            base_url, _ = app.web(workers=1, threads=16, port=port)
+            app.consumer(workers=2 * max(CONCURRENCIES))
+            api = Api(base_url, token)
+            api.get("/api/me")  # the consumer starts meanwhile; the clock starts at the POST
+            time.sleep(1.0)
+            body = {"prompt": "Add white background", "model": "flux-2", "images": pictures,
+                    "concurrency": concurrency}
+            started = time.perf_counter()
+            answer = api.post("/api/generate/batch", body)
+            answer.raise_for_status()
+            detail, seen = api.wait_for_batch(answer.json()["batchId"], interval=POLL_INTERVAL)
+            return seen - started, detail, stub
+
+
+def run_sequential(workdir, latency, pictures):
+    """The original client: one photo request after another; answers (seconds, failures, stub)."""
+    port = free_port()
+    with KieStub(latency=latency, polls_until_done=0, rate_limit=RATE_LIMIT) as stub:
+        with deployment(workdir, stub, port) as app:
+            _, token = app.user()
+            base_url, _ = app.web(workers=1, threads=16, port=port)
+            app.consumer(workers=2 * max(CONCURRENCIES))
+            api = Api(base_url, token)
+            time.sleep(1.0)
+            failures = 0
+            started = time.perf_counter()
+            for picture in pictures:
+                answer = api.post(
+                    "/api/generate/photo",
+                    {"model": "flux-2", "prompt": "Add white background", "mode": "i2i",
+                     "referenceImage": picture["data"], "quality": "1k", "aspectRatio": "1:1"},
+                )
+                if answer.status_code != 200 or answer.json().get("status") != "success":
+                    failures += 1
+            return time.perf_counter() - started, failures, stub
+
+
+def run(workdir, latency=LATENCY):
+    section = Section(
+        "Makespan against the physical limit",
+        f"The stub kie.ai finishes each task {latency:g} s after its create and accepts "
+        f"{RATE_LIMIT[0]} creates in any {RATE_LIMIT[1]} s. gunicorn, one `huey_consumer` "
+        "(20 threads) on Redis and PostgreSQL run the kie engine against it, with callbacks. "
+        f"{IMAGES} images of 256×256 go in one batch at concurrency C; the makespan runs from "
+        f"the POST until the client sees the batch finished (polled every {POLL_INTERVAL:g} s). "
+        "The ideal is max(⌈N/C⌉·L, ⌊(N−1)/20⌋·10 s + L). The same images then go through the "
+        "original sequential client, one `POST /api/generate/photo` after another.",
+    )
+    pictures = images()
+    for concurrency in CONCURRENCIES:
+        makespan, detail, stub = run_batch(
+            Path(workdir) / f"c{concurrency}", latency, concurrency, pictures
+        )
+        ideal = ideal_seconds(IMAGES, concurrency, latency, RATE_LIMIT)
+        summary = detail["summary"]
+        busiest = busiest_window(stub.created_times, RATE_LIMIT[1])
+        refused = stub.counts["rate_limited"]
+        section.points.append((concurrency, makespan, ideal))
+        section.results.append(
+            Result(
+                "makespan",
+                f"C = {concurrency}: makespan / ideal",
+                makespan / ideal,
+                TARGET,
+                f"{makespan:.2f} s against {ideal:.2f} s; {summary['completed']}/{IMAGES} "
+                f"succeeded, {summary['failed']} failed; at most {busiest} creates in any "
+                f"{RATE_LIMIT[1]} s, {refused} answered 429",
+            )
+        )
+    batch_best = min(makespan for _, makespan, _ in section.points)
+    sequential, failures, stub = run_sequential(Path(workdir) / "sequential", latency, pictures)
+    section.results.append(
+        Result(
+            "makespan",
+            "batch speed-up over the sequential photo client",
+            sequential / batch_best,
+            "",
+            f"{IMAGES} photo requests took {sequential:.2f} s ({failures} failed), the fastest "
+            f"batch {batch_best:.2f} s",
+        )
+    )
+    return section
+
+
+def main():
+    latency = float(sys.argv[1]) if len(sys.argv) > 1 else LATENCY
+    with tempfile.TemporaryDirectory() as workdir:
+        section = run(workdir, latency)
+    for result in section.results:
+        print(f"{result.figure}: {result.ratio:.3f} (target {result.target or '-'}): "
+              f"{result.detail}")
+
+
+if __name__ == "__main__":
+    main()
