@@ -32,8 +32,9 @@ def _answer(status, title, message):
 def init_app(app):
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error):
-        limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-        return _answer(413, "Too large", f"The request body is larger than the {limit} MB limit.")
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        message = f"The request body is larger than the limit of {limit:,} bytes"
+        return _answer(413, "Too large", f"{message} ({limit / 2**20:.4g} MiB).")
 
     @app.errorhandler(HTTPException)
     def http_error(error):

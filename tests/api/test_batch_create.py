@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -210,11 +211,77 @@ def test_body_over_the_request_limit_answers_413_json(tmp_path, database_url):
     assert client.balance() == 100
 
 
+def test_a_body_of_exactly_the_request_limit_is_accepted(tmp_path, database_url):
+    from tests.support import make_app
+
+    body = json.dumps(batch_body(1)).encode()
+    app = make_app(tmp_path, database_url, MAX_CONTENT_LENGTH=len(body) + 10)
+    client = ApiClient(app, *create_user(app))
+
+    def post(padding):
+        return client.post(
+            "/api/generate/batch",
+            data=body + b" " * padding,
+            content_type="application/json",
+            # As gunicorn says: the server ends the stream, Werkzeug enforces the limit on it.
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+
+    exactly, over = post(10), post(11)
+
+    assert exactly.status_code == 200
+    assert over.status_code == 413
+    assert over.get_json()["error"] == (
+        f"The request body is larger than the limit of {len(body) + 10:,} bytes "
+        f"({(len(body) + 10) / 2**20:.4g} MiB)."
+    )
+    assert client.balance() == 100 - 3
+
+
 def test_non_json_body_is_rejected(api_client):
     response = api_client.post("/api/generate/batch", data="prompt=hi")
 
     assert response.status_code == 400
     assert response.get_json()["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"prompt": "hi"', "premature EOF"),
+        (b'{"prompt": "hi"} {"prompt": "again"}', "trailing garbage"),
+        (b'{"prompt": "\xff"}', "invalid bytes in UTF8 string"),
+        (b"", "premature EOF"),
+        (b'{"prompt": NaN}', "invalid char"),
+    ],
+)
+def test_malformed_json_is_rejected_saying_why_without_charging(app, api_client, body, reason):
+    response = api_client.post(
+        "/api/generate/batch", data=body, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    error = response.get_json()
+    assert error["field"] == "body"
+    assert error["error"].startswith("The body is not valid JSON: ")
+    assert reason in error["error"]
+    assert "\n" not in error["error"]  # the parser's drawing of the spot is left out
+    assert api_client.balance() == 100
+    assert media_files(app) == []
+
+
+def test_a_batch_body_parses_from_the_stream_like_any_json(api_client):
+    """Whitespace, escapes and non-ASCII text parse as json.loads would read them."""
+    body = batch_body(2, prompt="Fond blanc, s’il vous plaît \u2728 \"vite\"")
+    text = json.dumps(body, indent=2, ensure_ascii=False)
+
+    response = api_client.post(
+        "/api/generate/batch", data=text.encode(), content_type="application/json"
+    )
+
+    assert response.status_code == 200
+    detail = api_client.get(f"/api/generate/batch/{response.get_json()['batchId']}").get_json()
+    assert detail["prompt"] == body["prompt"]
 
 
 def test_short_balance_answers_402_with_required_and_available(app):

@@ -20,6 +20,7 @@ from tests.support import (
     wait_for,
 )
 from webapp import billing
+from webapp.api import idempotency
 from webapp.api.idempotency import purge_expired
 from webapp.extensions import db
 from webapp.models import Batch, Generation, IdempotencyKey, utcnow
@@ -83,6 +84,23 @@ def test_batch_retry_replays_the_first_answer_and_charges_once(app, api_client):
     assert _count(app, Batch) == 1
     assert len(media_files(app)) == 2
     assert get_queue(app).huey.pending_count() == 2  # the replay rang nothing
+
+
+def test_a_body_spooled_to_disk_is_fingerprinted_and_created_alike(
+    app, api_client, monkeypatch
+):
+    monkeypatch.setattr(idempotency, "SPOOL_IN_MEMORY", 1)  # every body goes to a file
+    body = batch_body(2)
+
+    first = _post(api_client, BATCH, body, "big-order")
+    again = _post(api_client, BATCH, body, "big-order")
+    other = _post(api_client, BATCH, batch_body(3), "big-order")
+
+    assert first.status_code == again.status_code == 200
+    assert again.headers[REPLAYED] == "true"
+    assert other.status_code == 422
+    assert api_client.ledger() == [("grant", 100), ("batch_debit", -6)]
+    assert len(media_files(app)) == 2
 
 
 def test_photo_retry_replays_the_first_answer_and_charges_once(app, api_client):

@@ -128,7 +128,8 @@ def parse_batch_request(payload, catalog, limits):
         if client_id in seen:
             raise ValidationError(f"{field}.id {client_id!r} is used twice", f"{field}.id")
         seen.add(client_id)
-        decoded.append(decode_image(item.get("data"), f"{field}.data", limits, client_id))
+        # Popped, so each encoded image is freed once decoded: a batch is held once, not twice.
+        decoded.append(decode_image(item.pop("data", None), f"{field}.data", limits, client_id))
     return BatchSpec(
         generation=generation,
         concurrency=_parse_concurrency(payload.get("concurrency"), limits),
