@@ -63,6 +63,12 @@ def runnable(table, now):
     )
 
 
+# Made once: a new alias per claim copies every column of the table again, which cost over a
+# third of a generation's CPU in the consumer. Statements built on these hit the SQL cache.
+_candidate = aliased(Generation, name="candidate")
+_in_flight = aliased(Generation, name="in_flight")
+
+
 def claim_for_batch(batch_id, settings):
     """Claim the batch's next runnable generation if fewer than `concurrency` are in flight."""
     now = utcnow()
@@ -74,18 +80,17 @@ def claim_for_batch(batch_id, settings):
     if batch is None or batch.status not in BatchStatus.ACTIVE:
         db.session.rollback()
         return None
-    candidate, in_flight = aliased(Generation), aliased(Generation)
     next_id = (
-        select(candidate.id)
-        .where(candidate.batch_id == batch_id, runnable(candidate, now))
-        .order_by(candidate.position)
+        select(_candidate.id)
+        .where(_candidate.batch_id == batch_id, runnable(_candidate, now))
+        .order_by(_candidate.position)
         .limit(1)
         .scalar_subquery()
     )
     processing = (
         select(func.count())
-        .select_from(in_flight)
-        .where(in_flight.batch_id == batch_id, in_flight.status == GenerationStatus.PROCESSING)
+        .select_from(_in_flight)
+        .where(_in_flight.batch_id == batch_id, _in_flight.status == GenerationStatus.PROCESSING)
         .scalar_subquery()
     )
     result = db.session.execute(
@@ -113,7 +118,7 @@ def claim_for_batch(batch_id, settings):
         )
     )
     db.session.commit()
-    return _snapshot(token)
+    return _snapshot(token, Generation.batch_id == batch_id)
 
 
 def claim_generation(generation_id, settings):
@@ -130,11 +135,13 @@ def claim_generation(generation_id, settings):
         db.session.rollback()
         return None
     db.session.commit()
-    return _snapshot(token)
+    return _snapshot(token, Generation.id == generation_id)
 
 
-def _snapshot(token):
-    generation = db.session.scalar(select(Generation).where(Generation.lease_owner == token))
+def _snapshot(token, where):
+    """The claimed row. `where` (its batch, or its id) lets the database find it through an
+    index: lease_owner has none, and alone it would read every generation ever made."""
+    generation = db.session.scalar(select(Generation).where(where, Generation.lease_owner == token))
     # End the read transaction: nothing may stay open while the engine works.
     db.session.close()
     return Claim(generation, token)
