@@ -132,9 +132,9 @@ def batch_status():
     if batch_id and _own_batch(batch_id) is None:
         return json_error(f"Batch not found: {batch_id}", 404)
     found = {
-        generation.id: generation
-        for generation in db.session.scalars(
-            select(Generation).where(
+        row.id: row
+        for row in db.session.execute(
+            select(*presenters.RESULT_COLUMNS).where(
                 Generation.id.in_(job_ids), Generation.user_id == current_user.id
             )
         )

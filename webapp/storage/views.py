@@ -1,22 +1,40 @@
 """Serves stored images to whoever holds a valid signed link."""
 
 import mimetypes
+from urllib.parse import quote
 
 from flask import Blueprint, abort, current_app, request, send_file, url_for
 
 from . import get_storage, sign, verify
 
 bp = Blueprint("media", __name__, url_prefix="/media")
+# What url_for leaves unquoted in a `path` part (werkzeug's PathConverter): the same links.
+_PATH_SAFE = "!$&'()*+,/:;=@"
 
 
 def signed_url(key):
     """An absolute, signed, expiring link to a stored file."""
+    return url_signer()(key)
+
+
+def url_signer():
+    """signed_url for many keys: the links' root (PUBLIC_BASE_URL, else the request's scheme,
+    host and script root), the secret and the period are looked up once. url_for's routing,
+    once per image, was a fifth of the time of a 50-image status answer."""
     config = current_app.config
-    params = sign(key, config["SECRET_KEY"], config["SIGNED_URL_SECONDS"])
+    secret, ttl = config["SECRET_KEY"], config["SIGNED_URL_SECONDS"]
     base = config["PUBLIC_BASE_URL"]
-    if base:
-        return base + url_for("media.download", key=key, **params)
-    return url_for("media.download", key=key, _external=True, **params)
+    # The link to a one-character key, less that character: url_for's root, however mounted.
+    root = (base or "") + url_for("media.download", key="_", _external=not base)[:-1]
+
+    def signed(key):
+        params = sign(key, secret, ttl)
+        return (
+            f"{root}{quote(key, safe=_PATH_SAFE)}"
+            f"?expires={params['expires']}&signature={params['signature']}"
+        )
+
+    return signed
 
 
 @bp.get("/<path:key>")
