@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from tests.kie_stub import KieStub, busiest_window
+from webapp.pacing import window_seconds
 
 from .harness import Api, Deployment, Result, Section, free_port, image_data_url
 
@@ -34,10 +35,32 @@ TARGET = "≤ 1.10"
 
 
 def ideal_seconds(images, concurrency, latency, rate_limit):
+    """The issue's ideal: the larger of the two bounds, each taken alone."""
     limit, period = rate_limit
     by_concurrency = math.ceil(images / concurrency) * latency
     by_rate = (images - 1) // limit * period + latency
     return max(by_concurrency, by_rate)
+
+
+def exact_bound_seconds(images, concurrency, latency, rate_limit):
+    """The shortest makespan any scheduler could reach under both limits at once.
+
+    Create k can go no sooner than L after create k−C (C in flight, L each) and no sooner than
+    one period after create k−limit (the window); taking each at its earliest is optimal,
+    since every bound only grows with the earlier creates. Where one limit dominates
+    throughout (C = 1, C = 10 here) this is the issue's ideal; at C = 4 the last window's 10
+    images still need ⌈10/4⌉ rounds of L, which neither bound alone sees.
+    """
+    limit, period = rate_limit
+    starts = []
+    for k in range(images):
+        earliest = 0.0
+        if k >= concurrency:
+            earliest = max(earliest, starts[k - concurrency] + latency)
+        if k >= limit:
+            earliest = max(earliest, starts[k - limit] + period)
+        starts.append(earliest)
+    return starts[-1] + latency
 
 
 def deployment(workdir, stub, port):
@@ -120,22 +143,36 @@ def run(workdir, latency=LATENCY):
             Path(workdir) / f"c{concurrency}", latency, concurrency, pictures
         )
         ideal = ideal_seconds(IMAGES, concurrency, latency, RATE_LIMIT)
+        bound = exact_bound_seconds(IMAGES, concurrency, latency, RATE_LIMIT)
         summary = detail["summary"]
         busiest = busiest_window(stub.created_times, RATE_LIMIT[1])
         refused = stub.counts["rate_limited"]
-        section.points.append((concurrency, makespan, ideal))
+        section.points.append((concurrency, makespan, ideal, bound))
+        outcome = (
+            f"{summary['completed']}/{IMAGES} succeeded, {summary['failed']} failed; at most "
+            f"{busiest} creates in any {RATE_LIMIT[1]} s, {refused} answered 429"
+        )
         section.results.append(
             Result(
                 "makespan",
                 f"C = {concurrency}: makespan / ideal",
                 makespan / ideal,
                 TARGET,
-                f"{makespan:.2f} s against {ideal:.2f} s; {summary['completed']}/{IMAGES} "
-                f"succeeded, {summary['failed']} failed; at most {busiest} creates in any "
-                f"{RATE_LIMIT[1]} s, {refused} answered 429",
+                f"{makespan:.2f} s against {ideal:.2f} s; {outcome}",
             )
         )
-    batch_best = min(makespan for _, makespan, _ in section.points)
+        if bound > ideal:
+            section.results.append(
+                Result(
+                    "makespan",
+                    f"C = {concurrency}: makespan / exact bound under both limits",
+                    makespan / bound,
+                    TARGET,
+                    f"{makespan:.2f} s against {bound:.2f} s, the shortest any scheduler "
+                    "could reach (see below)",
+                )
+            )
+    batch_best = min(point[1] for point in section.points)
     sequential, failures, stub = run_sequential(Path(workdir) / "sequential", latency, pictures)
     section.results.append(
         Result(
@@ -147,6 +184,23 @@ def run(workdir, latency=LATENCY):
             f"batch {batch_best:.2f} s",
         )
     )
+    window = window_seconds(RATE_LIMIT[1])
+    section.notes += [
+        f"- The pacer keeps a window of {window:g} s, not {RATE_LIMIT[1]} s: a margin for "
+        "network jitter between taking a slot and kie counting the create (see "
+        "webapp/pacing.py). Where the rate limit binds, it alone puts "
+        f"{window / RATE_LIMIT[1] - 1:.1%} of every window into the ratio.",
+        "- The issue's ideal takes each limit alone. At C = 4 they compound: 20 creates fill "
+        "the first window in 5 s, the second likewise, and the 10 images of the third window "
+        "still need ⌈10/4⌉ = 3 rounds of L at concurrency 4, so no scheduler can finish "
+        f"before {exact_bound_seconds(IMAGES, 4, latency, RATE_LIMIT):g} s. "
+        "`exact_bound_seconds` takes every create at its earliest under both limits; the "
+        "table gives the ratio against it beside the issue's.",
+        f"- The sequential client's {IMAGES} requests took {sequential / IMAGES:.2f} s each "
+        f"for {latency:g} s of generation: each waits for its image on the server (the route "
+        "checks the row every 0.2 s), then the next one starts from nothing: a new upload, a "
+        "new create.",
+    ]
     return section
 
 
