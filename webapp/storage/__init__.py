@@ -5,6 +5,7 @@ clients are absolute, signed with SECRET_KEY and expire, so they work in an <img
 clients without a cookie.
 """
 
+import functools
 import hashlib
 import hmac
 import os
@@ -93,7 +94,10 @@ def init_app(app):
     app.register_blueprint(bp)
 
 
+@functools.lru_cache(maxsize=8192)
 def _signature(secret, key, expires):
+    """Memoised: a link keeps its expiry for a whole period (see sign), so a page or a client
+    polling a batch asks for the same signatures again and again."""
     message = f"{key}\n{expires}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
