@@ -14,6 +14,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -114,6 +115,7 @@ class Deployment:
             **{name: str(value) for name, value in settings.items()},
         }
         self.processes = []
+        self.web_masters = set()
         self.app = self._build_app()
 
     def _build_app(self):
@@ -168,8 +170,9 @@ class Deployment:
         self.processes.append(process)
         return process
 
-    def web(self, workers=2, threads=8, port=None, extra=()):
-        """`gunicorn app:app` on 127.0.0.1; answers its base URL once it serves."""
+    def web(self, workers=2, threads=8, port=None, extra=(), app="app:app", ready="/api/models"):
+        """`gunicorn app:app` (or another WSGI `app`) on 127.0.0.1; answers (base URL, master)
+        once `ready` answers 200."""
         port = port or free_port()
         arguments = [
             str(BIN / "gunicorn"),
@@ -184,20 +187,21 @@ class Deployment:
             "-b",
             f"127.0.0.1:{port}",
             *extra,
-            "app:app",
+            app,
         ]
         process = self.start(arguments, f"gunicorn-{port}")
+        self.web_masters.add(process.pid)
         base_url = f"http://127.0.0.1:{port}"
 
         def serving():
             if process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited; see {self.workdir}/gunicorn-{port}.log")
             try:
-                return requests.get(f"{base_url}/api/models", timeout=1).status_code == 200
+                return requests.get(base_url + ready, timeout=1).status_code == 200
             except requests.RequestException:
                 return False
 
-        wait_until(serving, 60, what="gunicorn")
+        wait_until(serving, 60, what=f"gunicorn {app}")
         return base_url, process
 
     def consumer(self, workers=8, worker_type="thread", periodic=True, name="consumer"):
@@ -208,15 +212,21 @@ class Deployment:
         return self.start(arguments, name)
 
     def stop(self):
+        """Stop every process: gunicorn with SIGTERM to its master (SIGINT to the whole group
+        sometimes leaves a gthread worker stuck at exit), consumers with SIGINT to their group
+        (they finish the task in hand); whatever is still up after 20 s is killed."""
         for process in self.processes:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, 2)  # SIGINT: gunicorn and huey both stop cleanly
+                    if process.pid in self.web_masters:
+                        process.terminate()
+                    else:
+                        os.killpg(process.pid, signal.SIGINT)
         for process in self.processes:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.processes.clear()
         with self.app.app_context():

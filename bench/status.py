@@ -12,7 +12,6 @@ looks the token up, is loaded beside them, to show what authentication alone cos
     .venv/bin/python -m bench.status
 """
 
-import contextlib
 import json
 import os
 import re
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from .harness import BIN, Api, Deployment, Result, Section, free_port, image_data_url, wait_until
+from .harness import Api, Deployment, Result, Section, image_data_url
 
 IMAGES = 50
 WORKERS = 2  # the machine's cores: gunicorn's usual 2·cores+1 would only add context switches
@@ -124,36 +123,8 @@ def load(server, seconds):
 
 
 def gunicorn(deployment, app_module, check_path):
-    """`gunicorn <app_module>` with Deployment.web's settings, answering (base URL, master)
-    once `check_path` answers 200 (Deployment.web serves `app:app` only)."""
-    port = free_port()
-    arguments = [
-        str(BIN / "gunicorn"), "-k", "gthread" if THREADS > 1 else "sync", "-w", str(WORKERS),
-        "--threads", str(THREADS), "--timeout", "300", "-b", f"127.0.0.1:{port}", app_module,
-    ]
-    master = deployment.start(arguments, f"gunicorn-{port}")
-    base_url = f"http://127.0.0.1:{port}"
-
-    def serving():
-        if master.poll() is not None:
-            raise RuntimeError(f"gunicorn exited; see {deployment.workdir}/gunicorn-{port}.log")
-        try:
-            return requests.get(base_url + check_path, timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    wait_until(serving, 60, what=f"gunicorn {app_module}")
-    return base_url, master
-
-
-def stop(master):
-    """Stop gunicorn with SIGTERM to its master, a graceful stop. (Deployment.stop sends SIGINT
-    to the whole group, which sometimes leaves a gthread worker of gunicorn 27 stuck at exit
-    until it is killed 20 s later.)"""
-    if master.poll() is None:
-        master.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            master.wait(timeout=30)
+    """`gunicorn <app_module>` with this benchmark's settings, answering (base URL, master)."""
+    return deployment.web(WORKERS, THREADS, app=app_module, ready=check_path)
 
 
 def start_batch(deployment):
@@ -236,7 +207,6 @@ def run(workdir):
     )
     postgresql = Deployment(workdir / "postgresql", database="postgresql", queue="redis")
     sqlite = Deployment(workdir / "sqlite", database="sqlite", queue="redis")
-    masters = []
     try:
         # Both batches run at once; nothing is measured before both consumers have stopped.
         started = {"PostgreSQL": start_batch(postgresql), "SQLite": start_batch(sqlite)}
@@ -244,7 +214,6 @@ def run(workdir):
         for name, batch in started.items():
             server, documents[name] = finish_batch(name, *batch)
             real.append(server)
-            masters.append(server.master)
         postgres = real[0]
         me = Server("/api/me", postgres.url.split("/api/")[0] + "/api/me", postgres.token,
                     postgres.master)
@@ -254,14 +223,11 @@ def run(workdir):
         bare_url, bare_master = gunicorn(
             postgresql, f"bench.bare_status:create_app({str(document_path)!r})", path
         )
-        masters.append(bare_master)
         bare = Server("bare", bare_url + path, "", bare_master)
         if requests.get(bare.url, timeout=10).json() != documents["PostgreSQL"]:
             raise RuntimeError("the bare endpoint answers another document than the real route")
         loads = measure([bare, *real, me])
     finally:
-        for master in masters:
-            stop(master)
         postgresql.stop()
         sqlite.stop()
 
