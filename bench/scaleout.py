@@ -141,6 +141,16 @@ def run(workdir):
             )
         )
         time.sleep(0.5)
+    cores = os.cpu_count()
+    one = runs[CONSUMERS[0]]
+    section.notes.append(
+        f"- Everything runs on this machine's {cores} cores: the stub kie.ai, gunicorn, "
+        f"PostgreSQL and Redis beside the consumers. One consumer (a single GIL, "
+        f"{one.consumer_cpu * one.rate:.1f} cores' worth of its own CPU) already keeps "
+        f"{one.cores_busy:.1f} of them busy, so more processes can only add what is left, and "
+        "they start to cost each other: the consumers' CPU per image rises with their number. "
+        "On hosts of their own, consumers add what their host adds."
+    )
     return section
 
 

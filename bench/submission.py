@@ -281,17 +281,17 @@ def notes(posts, keyed, edge, size):
     """The findings around the figures, as markdown lines."""
     lines = []
     kept = posts[-1].before - posts[0].before
-    growth = posts[-1].peak - posts[0].peak
+    growth = max(posted.peak for posted in posts[1:]) - posts[0].peak
     if kept > size / 4:
+        if growth <= 1_000_000:
+            reuse = "the later requests reused it: their peaks are no higher than the first's."
+        elif growth < size / 4:
+            reuse = f"the later requests reused most of it: their peaks are {mb(growth)} higher."
+        else:
+            reuse = f"the later requests' peaks grew by {mb(growth)}."
         lines.append(
             f"- The worker kept {mb(kept)} between requests (glibc holds on to freed memory in "
-            "its malloc arenas for reuse); "
-            + (
-                f"the later requests reused it: their peaks are within {mb(max(growth, 0))} of "
-                "the first's."
-                if growth < size / 4
-                else f"the later requests' peaks grew by {mb(growth)}."
-            )
+            f"its malloc arenas for reuse); {reuse}"
         )
     lines.append(
         f"- With an `Idempotency-Key` (the body is hashed as it streams into a temporary "
