@@ -17,7 +17,8 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .harness import PROJECT_ROOT, Section, machine
+from .harness import PROJECT_ROOT, Section
+from .machine import machine
 from .report import plot_makespan, write_report
 
 # In the order they run: the quiet ones first, the long ones after.

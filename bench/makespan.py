@@ -12,19 +12,18 @@ go no sooner than ⌊(N−1)/limit⌋ periods after the first, and takes L more)
 The same 50 images then go through the original sequential client: one
 `POST /api/generate/photo` per image, each answered once its image is done.
 
-    .venv/bin/python -m bench.makespan [latency]
+    .venv/bin/python -m bench makespan
 """
 
+import contextlib
 import math
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 from tests.kie_stub import KieStub, busiest_window
 from webapp.pacing import window_seconds
 
-from .harness import Api, Deployment, Result, Section, free_port, image_data_url
+from .harness import Api, Deployment, Result, Section, free_port, image_data_url, kie_settings
 
 IMAGES = 50
 CONCURRENCIES = (1, 4, 10)
@@ -63,20 +62,24 @@ def exact_bound_seconds(images, concurrency, latency, rate_limit):
     return starts[-1] + latency
 
 
-def deployment(workdir, stub, port):
-    return Deployment(
-        workdir,
-        database="postgresql",
-        queue="redis",
-        GENERATION_BACKEND="kie",
-        KIE_API_KEY=stub.api_key,
-        KIE_API_BASE=stub.base_url,
-        KIE_UPLOAD_BASE=stub.base_url,
-        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
-        UPSTREAM_RATE_LIMIT=RATE_LIMIT[0],
-        UPSTREAM_RATE_PERIOD=RATE_LIMIT[1],
-        MAX_CONCURRENCY=max(CONCURRENCIES),
-    )
+@contextlib.contextmanager
+def serving(workdir, latency):
+    """The stub kie.ai and a fresh deployment against it, up and idle; yields (Api, stub)."""
+    port = free_port()
+    with KieStub(latency=latency, polls_until_done=0, rate_limit=RATE_LIMIT) as stub:
+        settings = kie_settings(
+            stub,
+            port,
+            UPSTREAM_RATE_LIMIT=RATE_LIMIT[0],
+            UPSTREAM_RATE_PERIOD=RATE_LIMIT[1],
+            MAX_CONCURRENCY=max(CONCURRENCIES),
+        )
+        with Deployment(workdir, database="postgresql", queue="redis", **settings) as app:
+            _, token = app.user()
+            base_url, _ = app.web(workers=1, threads=16, port=port)
+            app.consumer(workers=2 * max(CONCURRENCIES))
+            time.sleep(1.0)  # the consumer starts meanwhile; the clocks start at the first POST
+            yield Api(base_url, token), stub
 
 
 def images():
@@ -85,45 +88,30 @@ def images():
 
 def run_batch(workdir, latency, concurrency, pictures):
     """One batch at `concurrency` on a fresh deployment; answers (makespan, detail, stub)."""
-    port = free_port()
-    with KieStub(latency=latency, polls_until_done=0, rate_limit=RATE_LIMIT) as stub:
-        with deployment(workdir, stub, port) as app:
-            _, token = app.user()
-            base_url, _ = app.web(workers=1, threads=16, port=port)
-            app.consumer(workers=2 * max(CONCURRENCIES))
-            api = Api(base_url, token)
-            api.get("/api/me")  # the consumer starts meanwhile; the clock starts at the POST
-            time.sleep(1.0)
-            body = {"prompt": "Add white background", "model": "flux-2", "images": pictures,
-                    "concurrency": concurrency}
-            started = time.perf_counter()
-            answer = api.post("/api/generate/batch", body)
-            answer.raise_for_status()
-            detail, seen = api.wait_for_batch(answer.json()["batchId"], interval=POLL_INTERVAL)
-            return seen - started, detail, stub
+    with serving(workdir, latency) as (api, stub):
+        body = {"prompt": "Add white background", "model": "flux-2", "images": pictures,
+                "concurrency": concurrency}
+        started = time.perf_counter()
+        answer = api.post("/api/generate/batch", body)
+        answer.raise_for_status()
+        detail, seen = api.wait_for_batch(answer.json()["batchId"], interval=POLL_INTERVAL)
+        return seen - started, detail, stub
 
 
 def run_sequential(workdir, latency, pictures):
     """The original client: one photo request after another; answers (seconds, failures, stub)."""
-    port = free_port()
-    with KieStub(latency=latency, polls_until_done=0, rate_limit=RATE_LIMIT) as stub:
-        with deployment(workdir, stub, port) as app:
-            _, token = app.user()
-            base_url, _ = app.web(workers=1, threads=16, port=port)
-            app.consumer(workers=2 * max(CONCURRENCIES))
-            api = Api(base_url, token)
-            time.sleep(1.0)
-            failures = 0
-            started = time.perf_counter()
-            for picture in pictures:
-                answer = api.post(
-                    "/api/generate/photo",
-                    {"model": "flux-2", "prompt": "Add white background", "mode": "i2i",
-                     "referenceImage": picture["data"], "quality": "1k", "aspectRatio": "1:1"},
-                )
-                if answer.status_code != 200 or answer.json().get("status") != "success":
-                    failures += 1
-            return time.perf_counter() - started, failures, stub
+    with serving(workdir, latency) as (api, stub):
+        failures = 0
+        started = time.perf_counter()
+        for picture in pictures:
+            answer = api.post(
+                "/api/generate/photo",
+                {"model": "flux-2", "prompt": "Add white background", "mode": "i2i",
+                 "referenceImage": picture["data"], "quality": "1k", "aspectRatio": "1:1"},
+            )
+            if answer.status_code != 200 or answer.json().get("status") != "success":
+                failures += 1
+        return time.perf_counter() - started, failures, stub
 
 
 def run(workdir, latency=LATENCY):
@@ -203,16 +191,3 @@ def run(workdir, latency=LATENCY):
         "new create.",
     ]
     return section
-
-
-def main():
-    latency = float(sys.argv[1]) if len(sys.argv) > 1 else LATENCY
-    with tempfile.TemporaryDirectory() as workdir:
-        section = run(workdir, latency)
-    for result in section.results:
-        print(f"{result.figure}: {result.ratio:.3f} (target {result.target or '-'}): "
-              f"{result.detail}")
-
-
-if __name__ == "__main__":
-    main()

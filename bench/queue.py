@@ -10,14 +10,13 @@ run by one consumer of the same worker type and count (bench/noop_queue.py). Bot
 from the first completion the bench sees to the last, so process start-up is left out of both
 (and reported apart).
 
-    .venv/bin/python -m bench.queue
+    .venv/bin/python -m bench queue
 """
 
 import os
 import re
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,18 +281,3 @@ def run(workdir):
     )
     section.notes.append(CHANGES)
     return section
-
-
-def main():
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as workdir:
-        section = run(workdir)
-    for result in section.results:
-        print(f"{result.figure}: {result.ratio:.3f}: {result.detail}")
-    for note in section.notes:
-        print(note)
-    print(f"({time.perf_counter() - started:.0f} s in all)")
-
-
-if __name__ == "__main__":
-    main()

@@ -7,11 +7,10 @@ consumer running; then the consumers start together. Throughput is the number of
 the span from the first claim to the last result, both read from the database, so process
 start-up does not count. gunicorn takes kie's callbacks, as in production.
 
-    .venv/bin/python -m bench.scaleout
+    .venv/bin/python -m bench scaleout
 """
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -25,12 +24,12 @@ from .harness import (
     Deployment,
     Result,
     Section,
-    cpu_seconds,
     free_port,
     image_data_url,
-    machine_busy_seconds,
+    kie_settings,
     wait_until,
 )
+from .machine import cpu_seconds, machine_busy_seconds
 
 CONSUMERS = (1, 2, 4)
 WORKERS = 8  # threads per consumer process
@@ -43,18 +42,8 @@ def run_once(workdir, consumers):
     """One run with `consumers` processes."""
     port = free_port()
     with KieStub(latency=LATENCY, polls_until_done=0) as stub:
-        with Deployment(
-            workdir,
-            database="postgresql",
-            queue="redis",
-            GENERATION_BACKEND="kie",
-            KIE_API_KEY=stub.api_key,
-            KIE_API_BASE=stub.base_url,
-            KIE_UPLOAD_BASE=stub.base_url,
-            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
-            UPSTREAM_RATE_LIMIT=0,
-            MAX_CONCURRENCY=WORKERS,
-        ) as app:
+        settings = kie_settings(stub, port, UPSTREAM_RATE_LIMIT=0, MAX_CONCURRENCY=WORKERS)
+        with Deployment(workdir, database="postgresql", queue="redis", **settings) as app:
             base_url, _ = app.web(workers=2, threads=8, port=port)
             pictures = [{"id": f"p{i}", "data": image_data_url((64, 64), seed=i)}
                         for i in range(IMAGES)]
@@ -152,14 +141,3 @@ def run(workdir):
         "On hosts of their own, consumers add what their host adds."
     )
     return section
-
-
-def main():
-    with tempfile.TemporaryDirectory() as workdir:
-        section = run(workdir)
-    for result in section.results:
-        print(f"{result.figure}: {result.ratio:.2f}: {result.detail}")
-
-
-if __name__ == "__main__":
-    main()

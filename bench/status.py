@@ -9,7 +9,7 @@ rounds whose order rotates, for the same time each; the figure is the real route
 over the bare one's, with both latency distributions in the detail. `GET /api/me`, which only
 looks the token up, is loaded beside them, to show what authentication alone costs.
 
-    .venv/bin/python -m bench.status
+    .venv/bin/python -m bench status
 """
 
 import json
@@ -19,8 +19,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,18 +274,3 @@ def run(workdir):
         "pre-ping; `= ANY(array)` on PostgreSQL instead of expanding 50 bound parameters."
     )
     return section
-
-
-def main():
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as workdir:
-        section = run(workdir)
-    for result in section.results:
-        print(f"{result.figure}: {result.ratio:.3f} (target {result.target}): {result.detail}")
-    for note in section.notes:
-        print(note)
-    print(f"({time.perf_counter() - started:.0f} s)")
-
-
-if __name__ == "__main__":
-    main()

@@ -5,7 +5,7 @@ checked, stored and charged. gunicorn's access log times the server, this proces
 floor (parse, decode, write) on the same bytes, /proc gives the worker's peak RSS; then a body of
 exactly MAX_REQUEST_BYTES and one a byte longer show where the server draws the line.
 
-    .venv/bin/python -m bench.submission
+    .venv/bin/python -m bench submission
 """
 
 import base64
@@ -13,7 +13,6 @@ import io
 import json
 import random
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -327,17 +326,3 @@ def seconds_list(posts):
 
 def memory_list(posts):
     return ", ".join(f"{mb(posted.before)} → {mb(posted.peak)}" for posted in posts)
-
-
-def main():
-    with tempfile.TemporaryDirectory() as workdir:
-        section = run(workdir)
-    for result in section.results:
-        target = result.target or "reported"
-        print(f"{result.figure}: {result.ratio:.2f} ({target}): {result.detail}")
-    for note in section.notes:
-        print(note)
-
-
-if __name__ == "__main__":
-    main()
