@@ -228,6 +228,23 @@ def test_sign_in_with_a_token_sets_the_telegram_session_cookie(app, user):
     assert http.get("/api/me").get_json()["name"] == "alice"
 
 
+def test_a_request_answered_after_the_sign_in_leaves_the_new_session_cookie_alone(app, user):
+    """A browser sends the sign-in page's own requests (its favicon, say) with the anonymous cookie;
+    when one is answered after the sign-in, a Set-Cookie in it would sign the person out again."""
+    http = app.test_client()
+    page = http.get("/login").get_data(as_text=True)
+    anonymous = http.get_cookie("telegram_session").value
+    signed_in = http.post("/login", data={"token": user[1], "csrf_token": csrf_token_from(page)})
+    assert signed_in.status_code == 303
+
+    late = app.test_client()
+    late.set_cookie("telegram_session", anonymous)
+    for path in ("/favicon.ico", "/login", "/", "/upload/cost"):
+        answer = late.get(path)
+        assert "Set-Cookie" not in answer.headers, (path, answer.headers["Set-Cookie"])
+    assert http.get("/api/me").get_json()["name"] == "alice"
+
+
 def test_the_session_cookie_is_secure_when_the_site_is_https(tmp_path, database_url):
     app = make_app(tmp_path, database_url, PUBLIC_BASE_URL="https://img.example.com")
     _, token = create_user(app)
@@ -238,8 +255,11 @@ def test_the_session_cookie_is_secure_when_the_site_is_https(tmp_path, database_
         "/login",
         data={"token": token, "csrf_token": csrf_token_from(page)},
         base_url="https://img.example.com",
+        # Over https a form post must come from the site's own pages (Flask-WTF's strict check).
+        headers={"Referer": "https://img.example.com/login"},
     )
 
+    assert response.status_code == 303
     assert "; Secure" in response.headers["Set-Cookie"]
 
 

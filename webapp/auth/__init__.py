@@ -77,4 +77,8 @@ def unauthorized():
 
 def init_app(app):
     login_manager.init_app(app)
-    login_manager.session_protection = "basic"
+    # Off: nothing here asks for a "fresh" login, which is all that "basic" protection tracks, and
+    # it wrote `_fresh` into anonymous sessions. That answer re-sent the cookie, and when it raced
+    # a sign-in (the sign-in page's favicon request, say) it overwrote the new session cookie and
+    # signed the person out again. A request that changes nothing in the session must send none.
+    login_manager.session_protection = None
