@@ -35,6 +35,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", PROJECT_ROOT / "instance" / "test-artifacts"))
 
 TILE_STATUSES = "grid => [...grid.querySelectorAll('.tile')].map(tile => tile.dataset.status)"
+HTMX_PROCESSED = "selector => !!document.querySelector(selector).form['htmx-internal-data']?.initHash"
 # Whether the page is wider than the window (a phone would have to scroll sideways).
 OVERFLOWS = "() => document.documentElement.scrollWidth > window.innerWidth"
 
@@ -199,6 +200,9 @@ def test_cancel_a_sequential_batch_on_a_phone_and_see_the_refund_in_the_header(
     page.focus("#cancel-batch")  # by keyboard: the dialog opens on "Keep it running"
     page.keyboard.press("Enter")
     page.wait_for_selector("#cancel-dialog[open] #cancel-preview")
+    # It opens once htmx has processed its form (htmx marks that with an initHash), so even an
+    # instant Enter cancels in place instead of posting the plain form and leaving the page.
+    assert page.evaluate(HTMX_PROCESSED, "#confirm-cancel")
     preview = page.inner_text("#cancel-preview")
     # Between two images of a sequential lane nothing runs for a moment: both sentences are true.
     assert re.fullmatch(
