@@ -35,7 +35,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", PROJECT_ROOT / "instance" / "test-artifacts"))
 
 TILE_STATUSES = "grid => [...grid.querySelectorAll('.tile')].map(tile => tile.dataset.status)"
-HTMX_PROCESSED = "selector => !!document.querySelector(selector).form['htmx-internal-data']?.initHash"
+# Whether htmx has processed a button's form (htmx records an initHash on each node it processed).
+HTMX_PROCESSED = "sel => !!document.querySelector(sel).form['htmx-internal-data']?.initHash"
 # Whether the page is wider than the window (a phone would have to scroll sideways).
 OVERFLOWS = "() => document.documentElement.scrollWidth > window.innerWidth"
 
@@ -164,10 +165,14 @@ def test_upload_three_images_watch_the_grid_finish_and_download_the_zip(
     assert {"processing", "success"} <= seen  # the grid moved while we watched
     assert page.get_attribute("#batch-grid", "hx-trigger") is None  # and then stopped polling
     assert page.inner_text("#progress-text") == "3 done · 0 failed · 0 cancelled of 3"
-    widths = page.locator(".tile-success img.result").evaluate_all(
-        "imgs => imgs.map(img => img.complete ? img.naturalWidth : 0)"
+    results = page.locator(".tile-success img.result")
+    # The last swap put these <img>s in; on a busy machine they may still be loading.
+    results.first.wait_for()
+    page.wait_for_function(
+        "sel => [...document.querySelectorAll(sel)].every(img => img.complete)",
+        arg=".tile-success img.result",
     )
-    assert widths == [1024, 1024, 1024]
+    assert results.evaluate_all("imgs => imgs.map(img => img.naturalWidth)") == [1024, 1024, 1024]
     page.screenshot(path=str(ARTIFACTS / "finished-grid.png"), full_page=True)
 
     with page.expect_download() as download:
@@ -200,8 +205,8 @@ def test_cancel_a_sequential_batch_on_a_phone_and_see_the_refund_in_the_header(
     page.focus("#cancel-batch")  # by keyboard: the dialog opens on "Keep it running"
     page.keyboard.press("Enter")
     page.wait_for_selector("#cancel-dialog[open] #cancel-preview")
-    # It opens once htmx has processed its form (htmx marks that with an initHash), so even an
-    # instant Enter cancels in place instead of posting the plain form and leaving the page.
+    # It opens once htmx has processed its form, so even an instant Enter cancels in place
+    # instead of posting the plain form and leaving the page.
     assert page.evaluate(HTMX_PROCESSED, "#confirm-cancel")
     preview = page.inner_text("#cancel-preview")
     # Between two images of a sequential lane nothing runs for a moment: both sentences are true.
