@@ -9,7 +9,7 @@ to a task's callBackUrl when it finishes, signed like kie's when given a `webhoo
     with KieStub(polls_until_done=1, rate_limit=(20, 10)) as stub:
         app = make_app(tmp_path, KIE_API_BASE=stub.base_url, KIE_UPLOAD_BASE=stub.base_url, ...)
 
-    python -m tests.kie_stub --port 8099    # the same, standalone, until Ctrl+C
+    python -m devtools.kie_stub --port 8099    # the same, standalone, until Ctrl+C
 
 Misbehaviour is drawn from one seeded generator, so a run is repeatable for a given order of
 requests. What the stub saw is kept for assertions: `created` (and `created_times`),

@@ -1,6 +1,6 @@
 """Run the stub kie.ai standalone, for trying the app against it by hand and for benchmarks:
 
-    .venv/bin/python -m tests.kie_stub --port 8099 [--latency 3] [--rate-limit 20/10] …
+    .venv/bin/python -m devtools.kie_stub --port 8099 [--latency 3] [--rate-limit 20/10] …
 
 then start the app with GENERATION_BACKEND=kie KIE_API_BASE=http://127.0.0.1:8099
 KIE_UPLOAD_BASE=http://127.0.0.1:8099 KIE_API_KEY=x (any key, unless --api-key names one).
@@ -20,7 +20,7 @@ def _rate_limit(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tests.kie_stub", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.kie_stub", description=__doc__)
     parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     parser.add_argument("--api-key", default=None, help="the only key accepted (default: any)")
     parser.add_argument("--latency", type=float, default=2.0, help="seconds before a task is done")
