@@ -19,7 +19,7 @@ from .auth import create_token
 from .auth.login_links import LINK_LIFETIME, create_login_link
 from .extensions import db
 from .models import User
-from .providers.kie_client import KieClient, Refused
+from .providers.kie.client import KieClient, Refused
 
 users_cli = AppGroup("users", help="Manage users.")
 credits_cli = AppGroup("credits", help="Manage credits (every change writes a ledger row).")

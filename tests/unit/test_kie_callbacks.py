@@ -22,7 +22,7 @@ from tests.unit.kie_mocks import (
     add_result,
 )
 from tests.unit.kie_mocks import add_upload as add_kie_upload
-from webapp.providers.kie_callbacks import callback_task_id
+from webapp.providers.kie.callbacks import callback_task_id
 
 CALLBACK = "/api/callbacks/kie"
 WEBHOOK_KEY = "whk-test"

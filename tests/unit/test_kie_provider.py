@@ -26,7 +26,7 @@ from tests.unit.kie_mocks import (
 from webapp.catalog import load_catalog
 from webapp.providers import Failed, Submitted, Throttled, create_provider
 from webapp.providers.kie import KieProvider
-from webapp.providers.kie_payloads import STYLES
+from webapp.providers.kie.payloads import STYLES
 
 CALLBACK = "https://img.example.com/api/callbacks/kie"
 

@@ -15,13 +15,13 @@ from tasks import get_queue
 
 from ..errors import json_error
 from ..generation.callbacks import generation_awaiting
-from ..providers.kie_callbacks import (
+from ..providers.kie.callbacks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     callback_task_id,
     signature_is_valid,
 )
-from ..providers.kie_payloads import stored_task_ids
+from ..providers.kie.payloads import stored_task_ids
 
 
 def kie_callback():

@@ -1,20 +1,27 @@
-"""Image engines behind one small interface.
+"""Providers (image engines) behind one declared interface, `Provider`.
 
-`submit(request)` starts a generation and answers `Done`, `Failed`, or `Submitted(task_id)` for
-engines that work asynchronously; `poll(task_id, request)` then answers `Pending`, `Done` or
-`Failed`. The engine never touches the database: the generation service records the outcome.
-An engine with `paced = True` calls an upstream whose new generations are rate-limited: it takes
-a slot of the shared pacer (`provider.pacer`, see webapp.pacing) right before it creates an
-upstream task, and answers `Throttled(seconds)` when none came free in time, or when the
-upstream refused only for want of time (a 429, an empty upstream account).
+`submit(request)` starts a generation and answers `Done`, `Failed`, `Throttled`, or
+`Submitted(task_id)` for providers that work asynchronously; `poll(task_id, request)` then
+answers `Pending`, `Done` or `Failed`. A provider never touches the database: the generation
+steps record the outcome. A provider with `paced = True` calls an upstream whose new generations
+are rate-limited: it is given the pacer every consumer shares (webapp.pacing) when it is built,
+takes a slot right before it creates an upstream task, and answers `Throttled(seconds)` when none
+came free in time, or when the upstream refused only for want of time (a 429, an empty account).
+
+`local.py` is the offline Pillow provider of the embedded default; `kie/` is kie.ai. Adding one
+is a recipe in docs/architecture.md.
 """
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from flask import current_app
 
-# Retryable failures end their message with this; the engine swaps it for what it did instead
+from ..catalog import Model
+from ..pacing import UNPACED, Pacer, Unpaced, pacer_for
+
+# Retryable failures end their message with this; the steps swap it for what was done instead
 # when the attempts run out.
 RETRIED = "The image is retried automatically while attempts remain."
 
@@ -22,7 +29,7 @@ RETRIED = "The image is retried automatically while attempts remain."
 @dataclass(frozen=True)
 class GenerationRequest:
     generation_id: str
-    model: object  # catalog.Model
+    model: Model
     mode: str  # "i2i" | "t2i"
     prompt: str
     negative_prompt: str | None
@@ -70,8 +77,22 @@ class Throttled:
     refusal: Failed | None = None
 
 
-def create_provider(config):
-    """The engine named by GENERATION_BACKEND."""
+class Provider(Protocol):
+    """What the generation steps ask of an image engine."""
+
+    name: str  # stored on every row it works on, and answered as the API's `engine`
+    paced: bool  # its upstream limits new generations: it takes the shared pacer's slots
+    pacer: Pacer | Unpaced  # UNPACED for a provider that is not paced
+
+    def submit(self, request: GenerationRequest) -> Done | Failed | Submitted | Throttled:
+        """Start the generation; an async provider answers Submitted with its task id."""
+
+    def poll(self, task_id: str, request: GenerationRequest) -> Pending | Done | Failed:
+        """Ask about a Submitted task (never called on a provider that answers Done at once)."""
+
+
+def create_provider(config, make_pacer=lambda: UNPACED):
+    """The provider named by GENERATION_BACKEND; a paced one is given `make_pacer()`."""
     backend = config["GENERATION_BACKEND"]
     if backend == "local":
         from .local import LocalProvider
@@ -89,6 +110,8 @@ def create_provider(config):
             timeout=(5, config["KIE_TIMEOUT_SECONDS"]),
             callback_url=kie_callback_url(config),
             rate_limited_wait=config["UPSTREAM_RATE_PERIOD"],
+            pacer=make_pacer(),
+            pace_hold_seconds=config["UPSTREAM_RATE_PERIOD"],
         )
     raise ValueError(f"GENERATION_BACKEND={backend!r} is not available (expected 'local' or 'kie')")
 
@@ -96,21 +119,15 @@ def create_provider(config):
 def kie_callback_url(config):
     """The callBackUrl kie is given: our callback route under PUBLIC_BASE_URL, if it is set
     (kie must reach it from outside; without it the tasks are only polled)."""
-    from .kie_callbacks import CALLBACK_PATH
+    from .kie.callbacks import CALLBACK_PATH
 
     base = config.get("PUBLIC_BASE_URL")
     return f"{base}{CALLBACK_PATH}" if base else None
 
 
-def get_provider():
+def get_provider() -> Provider:
     return current_app.extensions["batchgen.provider"]
 
 
 def init_app(app):
-    provider = create_provider(app.config)
-    if provider.paced:
-        from ..pacing import pacer_for
-
-        provider.pacer = pacer_for(app)
-        provider.pace_hold_seconds = app.config["UPSTREAM_RATE_PERIOD"]
-    app.extensions["batchgen.provider"] = provider
+    app.extensions["batchgen.provider"] = create_provider(app.config, lambda: pacer_for(app))

@@ -2,7 +2,7 @@
 
 kie POSTs to our callBackUrl when a task succeeds or fails, may deliver the same one twice, and
 retries a few times when we do not answer 2xx. Sources disagree on where the task id sits, so
-all three forms named in shared/spec/kie-api.md are read. When the kie account has a webhook
+all three forms named in docs/kie.md are read. When the kie account has a webhook
 HMAC key, each callback carries `X-Webhook-Timestamp` (Unix seconds) and `X-Webhook-Signature`,
 base64(HMAC-SHA256(key, taskId + "." + timestamp)). It covers the task id and the time, not the
 body, so we bound the timestamp's age ourselves and never take a result from the body.

@@ -2,8 +2,8 @@
 
 kie answers every call with `{"code", "msg", "data"}` and often reports errors as HTTP 200 with
 a non-200 `code`, so both the body and the HTTP status are checked; a refusal is raised as
-`Refused`, carrying our Failed for it (kie_codes). Both kie hosts sit behind Cloudflare, which
-turns away clients without a User-Agent of their own. See shared/spec/kie-api.md.
+`Refused`, carrying our Failed for it (codes.py). Both kie hosts sit behind Cloudflare, which
+turns away clients without a User-Agent of their own. See docs/kie.md.
 """
 
 import base64
@@ -14,8 +14,8 @@ from email.utils import parsedate_to_datetime
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import RETRIED, Failed
-from .kie_codes import as_int, refusal
+from .. import RETRIED, Failed
+from .codes import as_int, refusal
 
 log = logging.getLogger(__name__)
 

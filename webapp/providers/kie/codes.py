@@ -1,12 +1,12 @@
 """kie.ai's error codes (in the body or as the HTTP status) as our Failed outcomes. Pure.
 
-See the code table of shared/spec/kie-api.md. The codes in WAIT_CODES create nothing upstream
+See the code table of docs/kie.md. The codes in WAIT_CODES create nothing upstream
 and only need time; the kie engine answers them with Throttled rather than a failure.
 """
 
 import re
 
-from . import RETRIED, Failed
+from .. import RETRIED, Failed
 
 MAX_DETAIL = 300
 

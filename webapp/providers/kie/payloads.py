@@ -1,7 +1,7 @@
 """Pure pieces of the kie.ai engine: its three API styles, the create bodies built from the
 catalog's mapping, and the task records each style answers, read into one TaskState.
 
-Sources disagree on some shapes (shared/spec/kie-api.md), so the readers accept every form
+Sources disagree on some shapes (docs/kie.md), so the readers accept every form
 named there: `resultJson` as a JSON string or an object, `resultUrls` or `result_urls`.
 """
 
@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .kie_codes import as_int
+from .codes import as_int
 
 log = logging.getLogger(__name__)
 

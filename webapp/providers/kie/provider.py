@@ -2,7 +2,7 @@
 
 Three API styles (the jobs API, Flux Kontext, 4o image) are told apart by the catalog's kie
 mapping; the task id we store carries the style ("jobs:…", "kontext:…", "gpt4o:…") so a poll
-knows which endpoint to ask. See shared/spec/kie-api.md, kie_payloads and kie_codes.
+knows which endpoint to ask. See docs/kie.md, payloads.py and codes.py.
 """
 
 import io
@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 from PIL import Image
 
-from ..pacing import UNPACED
-from . import RETRIED, Done, Failed, Pending, Submitted, Throttled
-from .kie_client import KieClient, Refused, answer_data
-from .kie_codes import WAIT_CODES, task_failure
-from .kie_payloads import FAILED, RUNNING, STYLES, create_body, unsupported
+from ...pacing import UNPACED
+from .. import RETRIED, Done, Failed, Pending, Submitted, Throttled
+from .client import KieClient, Refused, answer_data
+from .codes import WAIT_CODES, task_failure
+from .payloads import FAILED, RUNNING, STYLES, create_body, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,17 @@ class KieProvider:
         timeout=(5, 30),
         callback_url=None,
         rate_limited_wait=10.0,
+        pacer=UNPACED,
+        pace_hold_seconds=0.0,
     ):
         self.api_key = api_key
         self.client = KieClient(api_key, api_base, upload_base, session, timeout)
         self.callback_url = callback_url
         # A 429 waits at least this (kie's window: the request was dropped, not queued).
         self.rate_limited_wait = rate_limited_wait
-        # init_app gives it the pacer every consumer shares, and how long to wait for a slot.
-        self.pacer = UNPACED
-        self.pace_hold_seconds = 0.0
+        # The pacer every consumer shares (webapp.pacing), and how long to wait here for a slot.
+        self.pacer = pacer
+        self.pace_hold_seconds = pace_hold_seconds
 
     def submit(self, request):
         """Upload the input image (if any) and create the upstream task."""
