@@ -20,7 +20,7 @@ import math
 import time
 from pathlib import Path
 
-from tests.kie_stub import KieStub, busiest_window
+from devtools.kie_stub import KieStub, busiest_window
 from webapp.pacing import window_seconds
 
 from .harness import Api, Deployment, Result, Section, free_port, image_data_url, kie_settings

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from sqlalchemy import func, select
 
-from tests.kie_stub import KieStub
+from devtools.kie_stub import KieStub
 
 from .harness import (
     Api,

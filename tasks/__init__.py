@@ -1,168 +1,145 @@
-"""The Huey queue: its instance, the task functions, and how the web side rings it.
+"""The queue: the task functions Huey runs, and the doorbell the services ring (`Queue`).
 
 Tasks carry ids only and are idempotent: the database decides what a task may do, so a
-duplicate or late delivery claims nothing and changes nothing. Huey keeps no results.
+duplicate or late delivery claims nothing and changes nothing. The functions below are declared
+once, with their Huey policy, and every app's Huey registers them (tasks/consumer.py runs them in
+the app's context). This package sits below the HTTP layer and above the services: it imports
+webapp.generation, the providers and the storage, never webapp.api or webapp.web.
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC
 
-from huey import MemoryHuey, RedisHuey, SqliteHuey
-from huey.consumer import Consumer, Scheduler
+from flask import current_app
 from huey.signals import SIGNAL_INTERRUPTED
 
 from webapp import pacing
-from webapp.generation import claims, engine, reaper
+from webapp.generation import claims, reaper, steps
 from webapp.providers import get_provider
 from webapp.storage import get_storage
+
+from .consumer import EmbeddedConsumer, create_huey
+
+__all__ = ["EmbeddedConsumer", "Queue", "get_queue", "init_app"]
 
 log = logging.getLogger(__name__)
 
 
-class ReaperScheduler(Scheduler):
-    """Huey's scheduler, checking periodic tasks every REAP_SECONDS instead of every minute."""
+@dataclass(frozen=True)
+class Declared:
+    """A task function and how a Huey registers it (`task` or `periodic_task`, with options)."""
 
-    def __init__(self, *args, periodic_seconds, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.periodic_task_seconds = periodic_seconds
+    function: object
+    decorator: str
+    args: tuple
+    options: dict
 
-
-class BatchgenConsumer(Consumer):
-    """The consumer `huey_consumer app.huey` runs: its scheduler rings the reaper every
-    REAP_SECONDS (Huey's own cadence, once a minute, would let a crash stall work that long)."""
-
-    scheduler_class = ReaperScheduler
-
-    def _create_scheduler(self):
-        return self.scheduler_class(
-            huey=self.huey,
-            stop_flag=self.stop_flag,
-            interval=self.scheduler_interval,
-            periodic=self.periodic,
-            periodic_seconds=self.huey.reap_seconds,
-        )
+    def register(self, huey):
+        return getattr(huey, self.decorator)(*self.args, **self.options)(self.function)
 
 
-class EmbeddedConsumer(BatchgenConsumer):
-    """A consumer that runs beside the web server in one process and leaves signals alone."""
-
-    def _set_signal_handlers(self):
-        pass
+DECLARED = []
 
 
-class _BatchgenHuey:
-    """Makes `huey_consumer app.huey` build a BatchgenConsumer."""
-
-    reap_seconds = 60
-
-    def create_consumer(self, **options):
-        return BatchgenConsumer(self, **options)
+def task(**options):
+    """Declare a task function with its Huey policy (retries=, retry_delay=)."""
+    return _declare("task", (), options)
 
 
-class BatchgenMemoryHuey(_BatchgenHuey, MemoryHuey):
-    pass
+def periodic_task(validate_datetime, **options):
+    """Declare a periodic task function, run when `validate_datetime(now)` says so."""
+    return _declare("periodic_task", (validate_datetime,), options)
 
 
-class BatchgenRedisHuey(_BatchgenHuey, RedisHuey):
-    pass
+def _declare(decorator, args, options):
+    def declare(function):
+        DECLARED.append(Declared(function, decorator, args, options))
+        return function
+
+    return declare
 
 
-class BatchgenSqliteHuey(_BatchgenHuey, SqliteHuey):
-    pass
+@task(retries=2, retry_delay=5)
+def run_lane(batch_id):
+    """One turn of a batch's lane; it re-rings itself while there is work."""
+    queue = get_queue(current_app)
+    step = steps.lane_step(batch_id, get_provider(), get_storage(), queue.settings)
+    queue.follow_up(step, queue.run_lane, (batch_id,))
 
 
-def create_huey(config):
-    """A Huey on Redis when REDIS_URL is set, else on a SQLite file under instance/."""
-    name = config["HUEY_NAME"]
-    options = {"results": False, "utc": True}
-    if config.get("HUEY_MEMORY"):
-        huey = BatchgenMemoryHuey(name, **options)
-    elif config["REDIS_URL"]:
-        huey = BatchgenRedisHuey(name, url=config["REDIS_URL"], **options)
-    else:
-        huey = BatchgenSqliteHuey(name, filename=config["HUEY_SQLITE_PATH"], **options)
-    huey.reap_seconds = config["REAP_SECONDS"]
-    return huey
+@task(retries=2, retry_delay=5)
+def run_photo(generation_id):
+    """Work on one single-photo generation."""
+    queue = get_queue(current_app)
+    step = steps.photo_step(generation_id, get_provider(), get_storage(), queue.settings)
+    queue.follow_up(step, queue.run_photo, (generation_id,))
+
+
+@task(retries=2, retry_delay=5)
+def poll_generation(generation_id, round_number=0, follow_up=True):
+    """Ask an async provider whether a submitted generation is done. A poll rung by a callback
+    does not follow up: the scheduled chain of polls goes on beside it."""
+    queue = get_queue(current_app)
+    step = steps.poll_step(generation_id, get_provider(), get_storage(), queue.settings)
+    if step.poll_generation:
+        if follow_up:
+            queue.poll_later(generation_id, round_number + 1)
+    elif step.ring_batch:
+        queue.run_lane(step.ring_batch)
+
+
+@periodic_task(lambda now: True, name="reap")
+def reap_periodically():
+    """Every REAP_SECONDS: recover what stalled and sweep (see webapp.generation.reaper).
+
+    Consumers that all run periodic tasks take turns, so the reaper runs about once per
+    interval in all however many there are.
+    """
+    queue = get_queue(current_app)
+    if queue.reaper_turn().acquire():
+        return None  # another consumer has reaped within this interval
+    return queue.reap()
+
+
+def hand_back_interrupted(signal, task, *args, **kwargs):
+    """The consumer is stopping mid-task (SIGTERM, or a graceful stop that timed out): give the
+    attempts back and ring the task again, so another consumer takes over now rather than when
+    the leases expire."""
+    released = steps.release_held_claims()
+    if released:
+        log.warning("handed back %d interrupted generation(s)", len(released))
+    get_queue(current_app).huey.enqueue(task)
 
 
 class Queue:
-    """The app's tasks on its Huey instance, and the calls that ring them."""
+    """One app's Huey with every declared task registered on it, and the calls that ring them.
+
+    The services take it as their doorbell (`start_batch`, `start_photo`, `poll_now`): a
+    create commits its rows first, so a doorbell that fails only delays the work.
+    """
 
     def __init__(self, app, huey):
         self.app = app
         self.huey = huey
-        settings = claims.Settings.from_config(app.config)
+        self.settings = claims.Settings.from_config(app.config)
+        for declared in DECLARED:
+            setattr(self, declared.function.__name__, declared.register(huey))
+        huey.signal(SIGNAL_INTERRUPTED)(hand_back_interrupted)
 
-        def context():
-            return app.app_context()
-
-        @huey.task(retries=2, retry_delay=5, name="run_lane")
-        def run_lane(batch_id):
-            """One turn of a batch's lane; it re-rings itself while there is work."""
-            with context():
-                step = engine.lane_step(batch_id, get_provider(), get_storage(), settings)
-            self._follow_up(step, lambda: run_lane(batch_id), run_lane.schedule, (batch_id,))
-
-        @huey.task(retries=2, retry_delay=5, name="run_photo")
-        def run_photo(generation_id):
-            """Work on one single-photo generation."""
-            with context():
-                step = engine.photo_step(generation_id, get_provider(), get_storage(), settings)
-            self._follow_up(
-                step, lambda: run_photo(generation_id), run_photo.schedule, (generation_id,)
-            )
-
-        @huey.task(retries=2, retry_delay=5, name="poll_generation")
-        def poll_generation(generation_id, round_number=0, follow_up=True):
-            """Ask an async engine whether a submitted generation is done. A poll rung by a
-            callback does not follow up: the scheduled chain of polls goes on beside it."""
-            with context():
-                step = engine.poll_step(generation_id, get_provider(), get_storage(), settings)
-            if step.poll_generation:
-                if follow_up:
-                    self.poll_later(generation_id, round_number + 1)
-            elif step.ring_batch:
-                run_lane(step.ring_batch)
-
-        @huey.periodic_task(lambda now: True, name="reap")
-        def reap_periodically():
-            """Every REAP_SECONDS: recover what stalled (see webapp.generation.reaper).
-
-            Consumers that all run periodic tasks take turns, so the reaper runs about once
-            per interval in all however many there are.
-            """
-            if self._reaper_turn().acquire():
-                return None  # another consumer has reaped within this interval
-            return self.reap()
-
-        @huey.signal(SIGNAL_INTERRUPTED)
-        def hand_back_interrupted(signal, task, *args, **kwargs):
-            """The consumer is stopping mid-task (SIGTERM, or a graceful stop that timed out):
-            give the attempts back and ring the task again, so another consumer takes over
-            now rather than when the leases expire."""
-            with context():
-                released = engine.release_held_claims()
-            if released:
-                log.warning("handed back %d interrupted generation(s)", len(released))
-            huey.enqueue(task)
-
-        self.run_lane = run_lane
-        self.run_photo = run_photo
-        self.poll_generation = poll_generation
-        self.reap_periodically = reap_periodically
-
-    def _reaper_turn(self):
+    def reaper_turn(self):
         period = self.app.config["REAP_SECONDS"] * 0.8
         return pacing.pacer_for(self.app, "reaper", limit=1, period=period)
 
-    def _follow_up(self, step, ring_again, schedule, args):
+    def follow_up(self, step, task, args):
+        """Ring what a step asks for: a poll, the same task again now, or later at its wake."""
         if step.poll_generation:
             self.poll_later(step.poll_generation, 0)
         if step.worked:
-            ring_again()
+            task(*args)
         elif step.wake_at:
             # Aware, so Huey does not read it as local time (and drop its microseconds).
-            schedule(args=args, eta=step.wake_at.replace(tzinfo=UTC))
+            task.schedule(args=args, eta=step.wake_at.replace(tzinfo=UTC))
 
     def poll_later(self, generation_id, round_number):
         delays = self.app.config["POLL_DELAYS"]
@@ -191,15 +168,9 @@ class Queue:
 
     def reap(self):
         """Run the reaper once and ring what it found; answers its report."""
-        from webapp.api import idempotency  # the API imports this module: import it late
-
-        app = self.app
-        with app.app_context():
-            report = reaper.reap(
-                claims.Settings.from_config(app.config), app.config["STALL_SECONDS"]
-            )
-            report.partials = get_storage().sweep_partials()
-            report.expired_keys = idempotency.purge_expired()
+        config = self.app.config
+        with self.app.app_context():
+            report = reaper.reap(self.settings, config["STALL_SECONDS"], get_storage())
         for batch_id, lanes in report.lanes.items():
             for _ in range(lanes):
                 self.run_lane(batch_id)
@@ -213,7 +184,7 @@ class Queue:
 
 
 def init_app(app):
-    app.extensions["batchgen.queue"] = Queue(app, create_huey(app.config))
+    app.extensions["batchgen.queue"] = Queue(app, create_huey(app))
 
 
 def get_queue(app):

@@ -317,7 +317,7 @@ def fetch_result(app, image_url):
 def work_next_image(app, batch_id, outcome=None):
     """A worker claims the batch's next image and records `outcome` for it (a providers.Failed,
     say), or, when None, what the local engine really makes of it. Answers the claim."""
-    from webapp.generation import claims, engine, outcomes
+    from webapp.generation import claims, outcomes, progress
     from webapp.storage import get_storage
 
     claim = claim_next_image(app, batch_id)
@@ -327,20 +327,20 @@ def work_next_image(app, batch_id, outcome=None):
     settings = claims.Settings.from_config(app.config)
     with app.app_context():
         outcomes.record_outcome(claim, outcome, get_storage(), settings)
-        engine.finalize_batch(batch_id)
+        progress.finalize_batch(batch_id)
     return claim
 
 
 def finish_claim(app, claim):
     """The worker holding `claim` gets the local engine's answer and records it."""
-    from webapp.generation import claims, engine
+    from webapp.generation import claims, progress, steps
     from webapp.providers import get_provider
     from webapp.storage import get_storage
 
     with app.app_context():
         settings = claims.Settings.from_config(app.config)
-        engine.run_claim(claim, get_provider(), get_storage(), settings)
-        engine.finalize_batch(claim.generation.batch_id)
+        steps.run_claim(claim, get_provider(), get_storage(), settings)
+        progress.finalize_batch(claim.generation.batch_id)
 
 
 def claim_next_image(app, batch_id):

@@ -62,8 +62,10 @@ def create_app(config=None, instance_path=None):
     csrf.init_app(app)
     csrf.exempt(api_bp)
     from .storage.views import signed_url
+    from .words import count_of
 
     app.jinja_env.globals["signed_url"] = signed_url
+    app.jinja_env.filters["count_of"] = count_of
 
     from . import cli
 

@@ -52,6 +52,19 @@ class Model:
     def default_quality(self):
         return self.qualities[0]
 
+    @property
+    def negative_prompt_max(self):
+        """The longest negative prompt the model takes (None: no limit of its own)."""
+        return self.kie.negative_prompt_max
+
+    def offered_quality(self, quality):
+        """`quality` if this model offers it, else its default (it was chosen for another)."""
+        return quality if quality in self.qualities else self.default_quality
+
+    def offered_aspect_ratio(self, ratio):
+        """`ratio` if this model offers it, else its default."""
+        return ratio if ratio in self.aspect_ratios else self.default_aspect_ratio
+
     def price(self, quality):
         """Stars for one image at this quality."""
         return self.prices[quality]
@@ -76,6 +89,13 @@ class Catalog:
 
     def get(self, model_id):
         return self.models.get(model_id)
+
+    def model_for(self, model_id, mode):
+        """The model named if it does `mode`, else the catalog's first that does."""
+        model = self.models.get(model_id or "")
+        if model is not None and mode in model.modes:
+            return model
+        return next(model for model in self if mode in model.modes)
 
     def __iter__(self):
         return iter(self.models.values())

@@ -21,8 +21,8 @@ from tests.support import (
 )
 from webapp import billing
 from webapp.api import idempotency
-from webapp.api.idempotency import purge_expired
 from webapp.extensions import db
+from webapp.generation.idempotency_keys import purge_expired
 from webapp.models import Batch, Generation, IdempotencyKey, utcnow
 
 BATCH = "/api/generate/batch"

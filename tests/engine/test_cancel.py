@@ -20,7 +20,7 @@ from tests.support import (
     wait_for,
 )
 from webapp.extensions import db
-from webapp.generation import claims, engine, outcomes
+from webapp.generation import claims, outcomes, progress, steps
 from webapp.generation.cancellation import CancelOutcome
 from webapp.models import Generation, utcnow
 from webapp.providers import Failed, get_provider
@@ -48,7 +48,7 @@ def _refunds(client):
 
 
 def _claim(app, batch_id):
-    """A lane claims the batch's next image, as a worker does before calling the engine."""
+    """A lane claims the batch's next image, as a worker does before calling the provider."""
     with app.app_context():
         return claims.claim_for_batch(batch_id, claims.Settings.from_config(app.config))
 
@@ -58,9 +58,9 @@ def _finish(app, claim, outcome=None):
     settings = claims.Settings.from_config(app.config)
     with app.app_context():
         if outcome is None:
-            return engine.run_claim(claim, get_provider(), get_storage(), settings)
+            return steps.run_claim(claim, get_provider(), get_storage(), settings)
         outcomes.record_outcome(claim, outcome, get_storage(), settings)
-        engine.finalize_batch(claim.generation.batch_id)
+        progress.finalize_batch(claim.generation.batch_id)
 
 
 def test_cancel_before_start_refunds_every_image(app, api_client):
@@ -101,7 +101,7 @@ def test_cancel_mid_run_lets_running_images_finish_and_charges_them(app, api_cli
     for claim in running:
         _finish(app, claim)
         with app.app_context():
-            engine.finalize_batch(batch_id)
+            progress.finalize_batch(batch_id)
     detail = api_client.get(f"/api/generate/batch/{batch_id}").get_json()
     assert detail["status"] == "cancelled"
     assert detail["finishedAt"] is not None

@@ -4,8 +4,8 @@ generations within UPSTREAM_RATE_LIMIT per UPSTREAM_RATE_PERIOD."""
 
 import pytest
 
+from devtools.kie_stub import KieStub, busiest_window
 from tests.consumers import ConsumerProcess, queue_name
-from tests.kie_stub import KieStub, busiest_window
 from tests.support import (
     ApiClient,
     batch_body,

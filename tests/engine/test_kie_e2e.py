@@ -1,5 +1,5 @@
 """End to end through the kie.ai engine: the HTTP API, a SQLite Huey with a consumer, the real
-kie client, and a stub kie.ai on 127.0.0.1 (tests/kie_stub) that refuses what kie would refuse,
+kie client, and a stub kie.ai on 127.0.0.1 (devtools/kie_stub) that refuses what kie would refuse,
 limits creates to 20 per 10 s and calls back when a task finishes."""
 
 import contextlib
@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from tests.kie_stub import KieStub, busiest_window
+from devtools.kie_stub import KieStub, busiest_window
 from tests.support import (
     ApiClient,
     batch_body,

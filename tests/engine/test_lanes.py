@@ -20,7 +20,7 @@ from tests.support import (
     wait_for,
 )
 from webapp.extensions import db
-from webapp.generation import claims, engine, outcomes
+from webapp.generation import claims, outcomes, steps
 from webapp.models import Batch, Generation, utcnow
 from webapp.providers import Done
 
@@ -229,7 +229,7 @@ def test_a_lane_finding_nothing_wakes_for_a_backoff_even_one_that_just_ended(app
             update(Generation).where(Generation.batch_id == batch_id).values(not_before=just_ended)
         )
         db.session.commit()
-        assert engine.next_wake(batch_id) == just_ended  # not None: the lane must not stop
+        assert steps.next_wake(batch_id) == just_ended  # not None: the lane must not stop
 
 
 def test_a_sleeping_lane_is_scheduled_to_the_microsecond_in_utc(app, api_client):
@@ -238,9 +238,7 @@ def test_a_sleeping_lane_is_scheduled_to_the_microsecond_in_utc(app, api_client)
     queue.huey.flush()
     wake = utcnow() + timedelta(seconds=3, microseconds=654321)
 
-    queue._follow_up(
-        engine.StepResult(wake_at=wake), None, queue.run_lane.schedule, (batch_id,)
-    )
+    queue.follow_up(steps.StepResult(wake_at=wake), queue.run_lane, (batch_id,))
 
     [scheduled] = queue.huey.pending()  # the worker that dequeues it parks it until its eta
     assert scheduled.eta == wake
@@ -250,8 +248,10 @@ def test_consumers_that_all_run_periodic_tasks_take_turns_at_the_reaper(tmp_path
     app = make_app(tmp_path, database_url, REAP_SECONDS=60)
     other_consumer = make_app(tmp_path / "other", database_url, REAP_SECONDS=60)
 
-    first = get_queue(app).reap_periodically.call_local()
-    second = get_queue(other_consumer).reap_periodically.call_local()
+    with app.app_context():  # as the consumer runs it
+        first = get_queue(app).reap_periodically.call_local()
+    with other_consumer.app_context():
+        second = get_queue(other_consumer).reap_periodically.call_local()
 
     assert first is not None  # it reaped
     assert second is None  # its turn comes in the next interval

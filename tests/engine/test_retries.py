@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.kie_stub import KieStub
+from devtools.kie_stub import KieStub
 from tests.support import (
     ApiClient,
     batch_body,
@@ -20,7 +20,7 @@ from tests.support import (
     wait_for,
 )
 from webapp.extensions import db
-from webapp.generation import claims, engine, outcomes
+from webapp.generation import claims, outcomes, steps
 from webapp.models import Generation
 from webapp.pacing import window_seconds
 from webapp.providers import RETRIED, Throttled, get_provider
@@ -74,10 +74,10 @@ def test_a_retryable_error_waits_its_backoff_before_the_next_attempt(quick_app):
         settings = claims.Settings.from_config(app.config)
 
         with app.app_context():
-            first = engine.lane_step(batch_id, get_provider(), get_storage(), settings)
+            first = steps.lane_step(batch_id, get_provider(), get_storage(), settings)
             row = db.session.scalar(db.select(Generation).where(Generation.batch_id == batch_id))
             db.session.expunge(row)  # keep what the first attempt left, as it was
-            again = engine.lane_step(batch_id, get_provider(), get_storage(), settings)
+            again = steps.lane_step(batch_id, get_provider(), get_storage(), settings)
 
     assert first.worked
     assert (row.status, row.attempts, row.error_code) == ("pending", 1, "upstream_error")
@@ -176,13 +176,13 @@ def test_a_full_upstream_pace_is_waited_out_not_counted_as_an_attempt(quick_app)
         settings = claims.Settings.from_config(app.config)
         with app.app_context():
             provider = get_provider()
-            first = engine.lane_step(batch_id, provider, get_storage(), settings)
+            first = steps.lane_step(batch_id, provider, get_storage(), settings)
             # The pace is full for a minute: a lane does not even claim.
-            asleep = engine.lane_step(batch_id, provider, get_storage(), settings)
+            asleep = steps.lane_step(batch_id, provider, get_storage(), settings)
             # An image that got past that check when the slot was taken meanwhile.
             provider.pace_hold_seconds = 0
             claim = claims.claim_for_batch(batch_id, settings)
-            outcome = engine.run_claim(claim, provider, get_storage(), settings)
+            outcome = steps.run_claim(claim, provider, get_storage(), settings)
 
     assert first.worked and first.poll_generation
     assert not asleep.worked and asleep.wake_at is not None
@@ -200,7 +200,7 @@ def test_a_429_waits_at_least_one_rate_window_without_spending_an_attempt(quick_
         batch_id = _create(client, 1)
         settings = claims.Settings.from_config(app.config)
         with app.app_context():
-            step = engine.lane_step(batch_id, get_provider(), get_storage(), settings)
+            step = steps.lane_step(batch_id, get_provider(), get_storage(), settings)
             row = db.session.scalar(db.select(Generation).where(Generation.batch_id == batch_id))
 
     assert not step.worked and step.wake_at is not None

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import requests
 
-from tests.kie_stub import KieStub, busiest_window
+from devtools.kie_stub import KieStub, busiest_window
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Bearer test-key"}
 CREATE_BODY = {"prompt": "a cat", "model": "flux-kontext-pro", "aspectRatio": "1:1"}
 
 
-def test_python_m_tests_kie_stub_serves_until_interrupted():
+def test_python_m_devtools_kie_stub_serves_until_interrupted():
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.kie_stub", "--port", "0", "--credits", "7"],
+        [sys.executable, "-m", "devtools.kie_stub", "--port", "0", "--credits", "7"],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         text=True,

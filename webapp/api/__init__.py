@@ -1,10 +1,8 @@
 """The JSON API: batches, single photos, the model catalog and the caller's account, and the
 kie.ai callback (see callbacks.py)."""
 
-import time
-
 import ijson
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, abort, current_app, jsonify, request
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -16,13 +14,15 @@ from ..errors import json_error
 from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch
 from ..generation.creation import create_batch, create_photo
+from ..generation.ownership import owned_batch
+from ..generation.progress import wait_until_finished
 from ..generation.validation import (
     Limits,
     ValidationError,
     parse_batch_request,
     parse_photo_request,
 )
-from ..models import Batch, Generation
+from ..models import Generation
 from ..providers import get_provider
 from ..storage import get_storage
 from . import callbacks, idempotency, presenters
@@ -110,12 +110,14 @@ def create_batch_job(record_resource):
         _json_body(), load_catalog(), Limits.from_config(current_app.config)
     )
     batch = create_batch(
-        current_user.id, spec, get_storage(), get_provider().name, record_resource
+        current_user.id,
+        spec,
+        get_storage(),
+        get_provider().name,
+        get_queue(current_app),
+        record_resource,
     )
-    generations = list(batch.generations)
-    answer = presenters.batch_created(batch, generations)
-    get_queue(current_app).start_batch(batch.id, batch.concurrency, len(generations))
-    return jsonify(answer)
+    return jsonify(presenters.batch_created(batch, list(batch.generations)))
 
 
 @bp.get("/generate/batch")
@@ -129,8 +131,8 @@ def batch_status():
     if len(job_ids) > MAX_JOB_IDS:
         return json_error(f"jobIds lists more than {MAX_JOB_IDS} ids", 400, field="jobIds")
     batch_id = request.args.get("batchId") or None
-    if batch_id and _own_batch(batch_id) is None:
-        return json_error(f"Batch not found: {batch_id}", 404)
+    if batch_id:
+        _own_batch(batch_id)
     found = {
         row.id: row
         for row in db.session.execute(
@@ -156,8 +158,6 @@ def batch_status():
 def batch_detail(batch_id):
     """The whole batch: its own fields and every generation's status."""
     batch = _own_batch(batch_id)
-    if batch is None:
-        return json_error(f"Batch not found: {batch_id}", 404)
     return jsonify(presenters.batch_detail(batch, list(batch.generations)))
 
 
@@ -165,10 +165,7 @@ def batch_detail(batch_id):
 @login_required
 def cancel_batch_job(batch_id):
     """Cancel: waiting images are cancelled and refunded, running ones finish. Idempotent."""
-    batch = _own_batch(batch_id)
-    if batch is None:
-        return json_error(f"Batch not found: {batch_id}", 404)
-    db.session.rollback()
+    _own_batch(batch_id)
     try:
         outcome = cancel_batch(batch_id)
     except NothingToCancel as finished:
@@ -188,22 +185,15 @@ def generate_photo(record_resource):
     """One image, charged per request; answers when it is done (or 202 if it takes too long)."""
     spec = parse_photo_request(_json_body(), load_catalog(), Limits.from_config(current_app.config))
     generation = create_photo(
-        current_user.id, spec, get_storage(), get_provider().name, record_resource
+        current_user.id,
+        spec,
+        get_storage(),
+        get_provider().name,
+        get_queue(current_app),
+        record_resource,
     )
-    generation_id = generation.id
-    get_queue(current_app).start_photo(generation_id)
-    generation = _wait_until_finished(generation_id, current_app.config["PHOTO_WAIT_SECONDS"])
+    generation = wait_until_finished(generation.id, current_app.config["PHOTO_WAIT_SECONDS"])
     return jsonify(presenters.photo_result(generation)), 200 if generation.is_finished else 202
-
-
-def _wait_until_finished(generation_id, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        generation = db.session.get(Generation, generation_id, populate_existing=True)
-        if generation.is_finished or time.monotonic() >= deadline:
-            return generation
-        db.session.rollback()  # hold no transaction (nor SQLite lock) while waiting
-        time.sleep(0.2)
 
 
 @bp.get("/models")
@@ -222,6 +212,8 @@ def me():
 
 
 def _own_batch(batch_id):
-    return db.session.scalar(
-        select(Batch).where(Batch.id == batch_id, Batch.user_id == current_user.id)
-    )
+    """The caller's batch; a 404 JSON answer for anyone else's and for one that never existed."""
+    batch = owned_batch(batch_id, current_user.id)
+    if batch is None:
+        abort(json_error(f"Batch not found: {batch_id}", 404))
+    return batch

@@ -6,7 +6,8 @@ Then the same key, on the same endpoint with the same body, replays the stored a
 `Idempotent-Replayed: true`); with another endpoint or body it is 422; while the first request is
 still running it is 409. Only the answers of requests that ran are kept: accepted (2xx) and
 refused for credits (402). A validation error or an unexpected failure releases the key, so the
-client can fix the request and send it again under the same key. Keys live 24 hours.
+client can fix the request and send it again under the same key. Keys live 24 hours; the
+reaper deletes them after that (webapp.generation.idempotency_keys).
 
 The request's fingerprint is its endpoint plus the SHA-256 of its raw body: a retry must resend
 the very same bytes (the same JSON serialised in another key order is a different request).
@@ -34,12 +35,12 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import json_error
 from ..extensions import db
+from ..generation.idempotency_keys import KEY_LIFETIME
 from ..models import Batch, Generation, IdempotencyKey, utcnow
 from . import presenters
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,255}")
-KEY_LIFETIME = timedelta(hours=24)
 # A lock must outlive the longest live request, a photo that waits PHOTO_WAIT_SECONDS after its
 # commit; the margin covers validating, storing the inputs and committing before that wait. Were
 # a live request taken over anyway, its fenced writes would make it give way, not pay twice.
@@ -107,14 +108,6 @@ def _spool_body(body):
     body.seek(0)
     request.stream = body
     return digest.hexdigest()
-
-
-def purge_expired(now=None):
-    """Delete the keys older than 24 hours (they replay nothing any more); answers how many."""
-    cutoff = (now or utcnow()) - KEY_LIFETIME
-    result = db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
-    db.session.commit()
-    return result.rowcount
 
 
 def _take(user_id, key, endpoint, fingerprint):

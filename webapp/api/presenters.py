@@ -1,8 +1,9 @@
-"""JSON shapes of the API answers (the contract in shared/spec/seed-batch-generation-api.md)."""
+"""JSON shapes of the API answers (the contract in docs/api.md)."""
 
 from ..generation.progress import Progress
 from ..models import Generation, GenerationStatus
 from ..storage.views import signed_url, url_signer
+from ..words import count_of
 
 # All that an entry of `results` reads. The status route selects just these, as plain rows:
 # loading 50 whole Generation objects through the ORM took a tenth of every poll.
@@ -71,7 +72,7 @@ def batch_created(batch, generations):
         "jobs": [{"clientId": g.client_id, "generationId": g.id} for g in generations],
         "totalCost": batch.total_cost,
         "status": batch.status,
-        "message": f"Queued {count} image{'s' if count != 1 else ''} for processing",
+        "message": f"Queued {count_of(count, 'image')} for processing",
         "concurrency": batch.concurrency,
         "engine": batch.provider,
     }

@@ -8,11 +8,13 @@ import hashlib
 import secrets
 from urllib.parse import urlsplit
 
-from flask import jsonify, make_response, redirect, request, url_for
+from flask import make_response, redirect, request, url_for
 from sqlalchemy import select
 
+from ..errors import json_error, wants_json
 from ..extensions import db, login_manager
 from ..models import ApiToken, User
+from ..web.htmx import is_htmx
 
 TOKEN_PREFIX = "bg_"
 
@@ -59,13 +61,12 @@ def load_user_from_bearer(req):
 @login_manager.unauthorized_handler
 def unauthorized():
     """APIs get 401 JSON; pages go to the sign-in page (htmx requests via HX-Redirect)."""
-    if request.path.startswith("/api/"):
+    if wants_json():
         message = "Authentication required: send Authorization: Bearer <token> or a session cookie."
-        response = jsonify(error=message)
-        response.status_code = 401
+        response = json_error(message, 401)
         response.headers["WWW-Authenticate"] = 'Bearer realm="batchgen"'
         return response
-    if request.headers.get("HX-Request") == "true":
+    if is_htmx():
         # Back to the page the fragment belongs to, not to the fragment's own URL.
         current = urlsplit(request.headers.get("HX-Current-URL", ""))
         page = current.path + (f"?{current.query}" if current.query else "")

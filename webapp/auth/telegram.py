@@ -105,12 +105,14 @@ def user_for_telegram(telegram_user):
     """The user with this Telegram id, created on first sign-in; their display name refreshed.
 
     The handle (`name`) is the Telegram username when it is free, else `tg<id>`; it does not
-    change afterwards, since operators use it in commands. The caller commits.
+    change afterwards, since operators use it in commands. The sign-in's unit of work: it
+    commits.
     """
     user = db.session.scalar(select(User).where(User.telegram_id == telegram_user.id))
     if user is None:
         user = _create_telegram_user(telegram_user)
     user.display_name = telegram_user.full_name or telegram_user.username
+    db.session.commit()
     return user
 
 

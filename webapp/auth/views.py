@@ -12,7 +12,6 @@ from flask import (
 )
 from flask_login import current_user, login_user, logout_user
 
-from ..extensions import db
 from . import user_for_token
 from .login_links import use_login_link, user_for_login_link
 from .telegram import TelegramAuthError, user_for_telegram, verify_login_widget, verify_mini_app
@@ -64,7 +63,6 @@ def login_link(token):
         user = use_login_link(token)
     else:
         user = user_for_login_link(token)
-        db.session.rollback()
     if user is None:
         return render_template("auth/link.html", user=None), 410
     if request.method == "POST":
@@ -81,9 +79,7 @@ def _telegram_sign_in(verify):
     except TelegramAuthError as error:
         flash(str(error), "error")
         return redirect(url_for("auth.login", next=request.args.get("next")), code=303)
-    user = user_for_telegram(telegram_user)
-    db.session.commit()
-    return _signed_in(user)
+    return _signed_in(user_for_telegram(telegram_user))
 
 
 def _signed_in(user):

@@ -1,7 +1,8 @@
 """Credits: conditional debits, exactly-once refunds, grants, and the ledger invariant.
 
 Every change of a balance happens in the caller's transaction together with its ledger row, so
-`users.credits == sum(ledger.amount)` holds for every user after every commit.
+`users.credits == sum(ledger.amount)` holds for every user after every commit. Nothing here
+commits or rolls back: the caller owns the unit of work (see webapp.generation).
 """
 
 from sqlalchemy import func, select, update
@@ -36,7 +37,7 @@ def debit(user_id, amount, kind, batch_id=None, generation_id=None):
         .values(credits=User.credits - amount)
     )
     if result.rowcount != 1:
-        db.session.rollback()
+        # The UPDATE changed nothing; the caller's rollback ends the transaction.
         raise InsufficientCredits(amount, balance(user_id))
     db.session.add(
         LedgerEntry(

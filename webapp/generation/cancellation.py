@@ -6,12 +6,16 @@ charged like any other. Cancelling twice changes nothing the second time.
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from .. import billing
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from ..words import count_of
 from .outcomes import CANCELLED_MESSAGE
+from .progress import Tally, tallies
+
+NONE = Tally(0, 0)
 
 
 class NothingToCancel(Exception):
@@ -34,22 +38,22 @@ class CancelOutcome:
         if self.repeated:
             parts = ["The batch was already cancelled."]
         elif self.cancelled:
-            images = _images(self.cancelled)
+            images = count_of(self.cancelled, "image")
             parts = [f"Cancelled {images} not started; {self.refunded}⭐ refunded."]
         else:
             parts = ["Cancelled; no image was waiting to start."]
         if self.still_running:
             verbs = "are" if self.still_running != 1 else "is"
-            parts.append(
-                f"{_images(self.still_running)} already running will finish and {verbs} charged."
-            )
+            running = count_of(self.still_running, "image")
+            parts.append(f"{running} already running will finish and {verbs} charged.")
         return " ".join(parts)
 
     @property
     def preview(self):
         """What cancelling would do, said before it is done (from preview_cancel)."""
         if self.cancelled:
-            refund = f"{_images(self.cancelled)} not started will be refunded {self.refunded}⭐"
+            images = count_of(self.cancelled, "image")
+            refund = f"{images} not started will be refunded {self.refunded}⭐"
         else:
             refund = "No image is waiting to start, so nothing will be refunded"
         if not self.still_running:
@@ -58,19 +62,15 @@ class CancelOutcome:
         return f"{refund}; {self.still_running} already running {verb}."
 
 
-def _images(count):
-    return f"{count} image{'s' if count != 1 else ''}"
-
-
 def preview_cancel(batch_id):
     """What a cancel would do now, without doing it (for asking a person first)."""
-    counts = _counts(batch_id)
+    counts = _tallies(batch_id)
     db.session.rollback()
-    pending = counts.get(GenerationStatus.PENDING, (0, 0))
+    pending = counts.get(GenerationStatus.PENDING, NONE)
     return CancelOutcome(
-        cancelled=pending[0],
-        refunded=pending[1],
-        still_running=counts.get(GenerationStatus.PROCESSING, (0, 0))[0],
+        cancelled=pending.images,
+        refunded=pending.credits,
+        still_running=_running(counts),
     )
 
 
@@ -89,7 +89,7 @@ def cancel_batch(batch_id):
     )
     if moved.rowcount != 1:
         status = db.session.scalar(select(Batch.status).where(Batch.id == batch_id))
-        running = _counts(batch_id).get(GenerationStatus.PROCESSING, (0, 0))[0]
+        running = _running(_tallies(batch_id))
         db.session.rollback()
         if status != BatchStatus.CANCELLED:
             raise NothingToCancel(status)
@@ -112,7 +112,7 @@ def cancel_batch(batch_id):
     )
     for generation in waiting:
         billing.refund_generation(generation, note="cancelled")
-    running = _counts(batch_id).get(GenerationStatus.PROCESSING, (0, 0))[0]
+    running = _running(_tallies(batch_id))
     if not running:
         db.session.execute(update(Batch).where(Batch.id == batch_id).values(finished_at=now))
     db.session.commit()
@@ -123,11 +123,9 @@ def cancel_batch(batch_id):
     )
 
 
-def _counts(batch_id):
-    """{status: (images, credits)} for one batch."""
-    rows = db.session.execute(
-        select(Generation.status, func.count(), func.coalesce(func.sum(Generation.cost), 0))
-        .where(Generation.batch_id == batch_id)
-        .group_by(Generation.status)
-    ).all()
-    return {status: (count, credits) for status, count, credits in rows}
+def _tallies(batch_id):
+    return tallies([batch_id]).get(batch_id, {})
+
+
+def _running(counts):
+    return counts.get(GenerationStatus.PROCESSING, NONE).images

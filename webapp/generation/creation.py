@@ -1,15 +1,31 @@
-"""Create batches and single photos: price, charge once, write the rows and the inputs."""
+"""Create batches and single photos: price, charge once, write the rows and the inputs, then
+ring the doorbell that starts them.
+
+The doorbell is the queue's interface (tasks.Queue: `start_batch`, `start_photo`), passed in so
+that this layer never imports the queue. It rings after the commit: if it fails, the rows are
+there and the reaper starts the work.
+"""
+
+from typing import Protocol
 
 from .. import billing
 from ..extensions import db
 from ..models import Batch, Generation, LedgerKind, new_batch_id, new_generation_id
 
 
-def create_batch(user_id, spec, storage, provider_name, record_resource=None, parent_id=None):
-    """Charge the batch's whole price once and create its rows; answer the committed Batch.
+class Doorbell(Protocol):
+    def start_batch(self, batch_id: str, concurrency: int, images: int) -> None: ...
+
+    def start_photo(self, generation_id: str) -> None: ...
+
+
+def create_batch(
+    user_id, spec, storage, provider_name, doorbell, record_resource=None, parent_id=None
+):
+    """Charge the batch's whole price once, create its rows and start its lanes; answer the
+    committed Batch, its generations loaded as committed (status "queued").
 
     Raises billing.InsufficientCredits (nothing charged, no file kept) when the balance is short.
-    The caller rings the queue after this returns: if that fails, the reaper starts the batch.
     `record_resource(batch_id=…)`, if given, runs inside the create's transaction (the API records
     the batch on its idempotency key there); whatever it raises undoes the whole create.
     `parent_id` names the batch this one retries (see retry.py).
@@ -57,11 +73,15 @@ def create_batch(user_id, spec, storage, provider_name, record_resource=None, pa
             record_resource(batch_id=batch_id)
 
     _commit_with_inputs(storage, inputs, write_rows)
+    # Loaded before the lanes start, so the answer shows the batch as it was created.
+    images = len(batch.generations)
+    doorbell.start_batch(batch_id, batch.concurrency, images)
     return batch
 
 
-def create_photo(user_id, spec, storage, provider_name, record_resource=None):
-    """Charge one image and create its generation (no batch); answer the committed Generation.
+def create_photo(user_id, spec, storage, provider_name, doorbell, record_resource=None):
+    """Charge one image, create its generation (no batch) and start it; answer the committed
+    Generation.
 
     `record_resource(generation_id=…)` is create_batch's hook, for the photo.
     """
@@ -88,6 +108,7 @@ def create_photo(user_id, spec, storage, provider_name, record_resource=None):
             record_resource(generation_id=generation_id)
 
     _commit_with_inputs(storage, inputs, write_rows)
+    doorbell.start_photo(generation_id)
     return row
 
 
@@ -104,7 +125,8 @@ def _generation_fields(generation, provider_name):
 
 
 def _ensure_affordable(user_id, cost):
-    """Refuse early, before any file is written; the conditional debit is the real guard."""
+    """Refuse early, before any file is written; the conditional debit is the real guard.
+    A read of its own, ended here."""
     available = billing.balance(user_id)
     db.session.rollback()
     if available is None or available < cost:
@@ -112,7 +134,9 @@ def _ensure_affordable(user_id, cost):
 
 
 def _commit_with_inputs(storage, inputs, write_rows):
-    """Store the inputs, then run and commit `write_rows`; on any failure keep no file."""
+    """Store the inputs, then run and commit `write_rows`; on any failure roll back and keep
+    no file. The create's unit of work: `write_rows` and the helpers it calls (the debit, the
+    idempotency hook) neither commit nor roll back."""
     try:
         for key, data in inputs:
             storage.save(key, data)

@@ -17,6 +17,7 @@ from .. import billing
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from ..providers import RETRIED, Done, Submitted, Throttled
+from ..words import count_of
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def _final_message(failed, attempts):
     if not failed.retryable:
         return failed.message
     reason = failed.message.replace(RETRIED, "").strip()
-    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    tries = count_of(attempts, "attempt")
     return f"{reason} Gave up after {tries}; the credits for this image were refunded."
 
 
@@ -156,25 +157,16 @@ def _lock_batch(batch_id):
 
 
 def _cancel_attempt(generation, token, *conditions):
-    result = db.session.execute(
-        update(Generation)
-        .where(*fence(generation.id, token), *conditions)
-        .values(
-            status=GenerationStatus.CANCELLED,
-            finished_at=utcnow(),
-            lease_owner=None,
-            lease_expires_at=None,
-            error_code="cancelled",
-            error_message=CANCELLED_MESSAGE,
-        )
-        .execution_options(synchronize_session=False)
+    return _end_and_refund(
+        generation,
+        token,
+        conditions,
+        "cancelled",
+        status=GenerationStatus.CANCELLED,
+        lease_owner=None,
+        error_code="cancelled",
+        error_message=CANCELLED_MESSAGE,
     )
-    if result.rowcount != 1:
-        db.session.rollback()
-        return False
-    billing.refund_generation(generation, note="cancelled")
-    db.session.commit()
-    return True
 
 
 def fail_and_refund(generation, token, code, message):
@@ -185,22 +177,30 @@ def fail_and_refund(generation, token, code, message):
     """
     if generation.batch_id:
         _lock_batch(generation.batch_id)
+    return _end_and_refund(
+        generation,
+        token,
+        (),
+        code,
+        status=GenerationStatus.FAILED,
+        error_code=code,
+        error_message=message,
+    )
+
+
+def _end_and_refund(generation, token, conditions, note, **values):
+    """End an attempt in a refunded state (failed or cancelled), fenced on its lease plus
+    `conditions`, and refund it in the same transaction; False if the lease was lost."""
     result = db.session.execute(
         update(Generation)
-        .where(*fence(generation.id, token))
-        .values(
-            status=GenerationStatus.FAILED,
-            finished_at=utcnow(),
-            lease_expires_at=None,
-            error_code=code,
-            error_message=message,
-        )
+        .where(*fence(generation.id, token), *conditions)
+        .values(finished_at=utcnow(), lease_expires_at=None, **values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         db.session.rollback()
         return False
-    billing.refund_generation(generation, note=code)
+    billing.refund_generation(generation, note=note)
     db.session.commit()
     return True
 

@@ -1,8 +1,13 @@
-"""The reaper: finds work that should be moving and is not, and says what to re-ring.
+"""The reaper: finds work that should be moving and is not, says what to re-ring, and sweeps.
 
 The queue is only a doorbell: a task popped by a consumer that is then killed, a queue emptied
 by a Redis restart, or a crash between commit and enqueue all leave rows that nobody rings for.
-The reaper looks only at the database, so it recovers all of them the same way.
+The reaper looks only at the database, so it recovers all of them the same way. It also runs
+the sweeps that keep the house clean: half-written files of killed writers, and expired
+Idempotency-Keys. Every sweep fills its own part of the report; the queue rings what it lists.
+
+Adding a sweep: a function that does one job in its own unit of work, called from `reap`, with
+a field of its own in ReapReport (see docs/architecture.md).
 """
 
 from dataclasses import dataclass, field
@@ -13,8 +18,9 @@ from sqlalchemy import func, select, update
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from .claims import runnable
-from .engine import final_status, finalize_batch
+from .idempotency_keys import purge_expired
 from .outcomes import fail_and_refund, fence, return_to_pending
+from .progress import finalize_batch, progress_of
 
 
 @dataclass
@@ -38,14 +44,22 @@ class ReapReport:
         )
 
 
-def reap(settings, stall_seconds, now=None):
-    """Recover expired leases, finish settled batches, and list what needs ringing."""
+def reap(settings, stall_seconds, storage, now=None):
+    """Recover expired leases, finish settled batches, list what needs ringing, and sweep."""
     now = now or utcnow()
     report = ReapReport()
     freed = _recover_expired_leases(settings, now, report)
     stale = now - timedelta(seconds=stall_seconds)
     _restart_stalled_batches(stale, now, freed, report)
-    report.photos = list(
+    report.photos = _stalled_photos(stale)
+    report.partials = storage.sweep_partials()
+    report.expired_keys = purge_expired(now)
+    return report
+
+
+def _stalled_photos(stale):
+    """Single photos waiting since before `stale` that nobody works on."""
+    photos = list(
         db.session.scalars(
             select(Generation.id).where(
                 Generation.batch_id.is_(None),
@@ -55,7 +69,7 @@ def reap(settings, stall_seconds, now=None):
         )
     )
     db.session.rollback()
-    return report
+    return photos
 
 
 def _recover_expired_leases(settings, now, report):
@@ -109,15 +123,7 @@ def _restart_stalled_batches(stale, now, freed, report):
     if not active:
         db.session.rollback()
         return
-    counts = {}
-    rows = db.session.execute(
-        select(Generation.batch_id, Generation.status, func.count())
-        .join(Batch, Batch.id == Generation.batch_id)
-        .where(unfinished)
-        .group_by(Generation.batch_id, Generation.status)
-    ).all()
-    for batch_id, status, count in rows:
-        counts.setdefault(batch_id, {})[status] = count
+    progress = progress_of([batch_id for batch_id, _, _ in active])
     runnable_counts = dict(
         db.session.execute(
             select(Generation.batch_id, func.count())
@@ -128,11 +134,10 @@ def _restart_stalled_batches(stale, now, freed, report):
     )
     db.session.rollback()
     for batch_id, concurrency, heartbeat_at in active:
-        batch_counts = counts.get(batch_id, {})
-        if final_status(batch_counts) is not None:
+        if progress[batch_id].final_status is not None:
             if finalize_batch(batch_id):
                 report.finalized.append(batch_id)
         elif runnable_counts.get(batch_id) and (heartbeat_at < stale or batch_id in freed):
-            in_flight = batch_counts.get(GenerationStatus.PROCESSING, 0)
+            in_flight = progress[batch_id].processing
             waiting = runnable_counts[batch_id]
             report.lanes[batch_id] = max(1, min(concurrency - in_flight, waiting))

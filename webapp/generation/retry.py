@@ -30,8 +30,8 @@ def retry_of(batch_id):
     return db.session.scalar(select(Batch.id).where(Batch.parent_id == batch_id))
 
 
-def retry_failed(batch, storage, provider_name, catalog, limits):
-    """Create, charge and answer the batch that retries `batch`'s failed images.
+def retry_failed(batch, storage, provider_name, catalog, limits, doorbell):
+    """Create, charge, start and answer the batch that retries `batch`'s failed images.
 
     Raises NothingToRetry, AlreadyRetried, ValidationError (the model or its settings are no
     longer offered) or billing.InsufficientCredits; none of them charges anything.
@@ -58,7 +58,9 @@ def retry_failed(batch, storage, provider_name, catalog, limits):
         images=tuple(_stored_input(row, storage, limits) for row in failed),
     )
     try:
-        return create_batch(batch.user_id, spec, storage, provider_name, parent_id=batch.id)
+        return create_batch(
+            batch.user_id, spec, storage, provider_name, doorbell, parent_id=batch.id
+        )
     except IntegrityError:
         # Two retries at once: the unique parent_id let only the other one in.
         existing = retry_of(batch.id)

@@ -1,8 +1,8 @@
 """The steps the queue's tasks take: a lane's turn, a single photo, a poll of an async engine.
 
-Each step claims work (claims.py), asks the image engine, and records what happened
-(outcomes.py); then it says what the queue should ring next. Batches get their final status
-here once every generation is terminal.
+Each step claims work (claims.py), asks the provider (the image engine), and records what
+happened (outcomes.py); then it says in a StepResult what the queue should ring next. A batch
+gets its final status (progress.py) once every generation is terminal.
 """
 
 import logging
@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from ..catalog import load_catalog
 from ..extensions import db
-from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from ..models import Generation, GenerationStatus, utcnow
 from ..providers import (
     RETRIED,
     Failed,
@@ -25,8 +25,10 @@ from ..providers import (
     Submitted,
     Throttled,
 )
+from ..words import count_of
 from .claims import Claim, claim_for_batch, claim_generation
 from .outcomes import fail_and_refund, fenced_update, lease_end, record_outcome, return_to_pending
+from .progress import finalize_batch
 
 log = logging.getLogger(__name__)
 
@@ -119,57 +121,6 @@ def release_held_claims():
         ):
             released.append(claim.generation.id)
     return released
-
-
-def status_counts(batch_id):
-    """{status: count} for one batch's generations."""
-    rows = db.session.execute(
-        select(Generation.status, func.count())
-        .where(Generation.batch_id == batch_id)
-        .group_by(Generation.status)
-    ).all()
-    return dict(rows)
-
-
-def final_status(counts):
-    """The batch status once every generation is terminal, or None while some are not."""
-    if counts.get(GenerationStatus.PENDING) or counts.get(GenerationStatus.PROCESSING):
-        return None
-    total = sum(counts.values())
-    success = counts.get(GenerationStatus.SUCCESS, 0)
-    if success == total:
-        return BatchStatus.COMPLETED
-    return BatchStatus.PARTIAL if success else BatchStatus.FAILED
-
-
-def finalize_batch(batch_id):
-    """Give the batch its final status if all its generations are terminal; True if it did.
-
-    A cancelled batch keeps its status and is finished once the images that were already
-    running when it was cancelled are done.
-    """
-    status = final_status(status_counts(batch_id))
-    if status is None:
-        db.session.rollback()
-        return False
-    now = utcnow()
-    result = db.session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id, Batch.status.in_(BatchStatus.ACTIVE))
-        .values(status=status, finished_at=now)
-    )
-    if result.rowcount == 0:
-        result = db.session.execute(
-            update(Batch)
-            .where(
-                Batch.id == batch_id,
-                Batch.status == BatchStatus.CANCELLED,
-                Batch.finished_at.is_(None),
-            )
-            .values(finished_at=now)
-        )
-    db.session.commit()
-    return result.rowcount == 1
 
 
 def next_wake(batch_id):
@@ -292,7 +243,7 @@ def poll_step(generation_id, provider, storage, settings):
 
 def _duration(seconds):
     if seconds < 120:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
+        return count_of(seconds, "second")
     return f"{seconds // 60} minutes"
 
 

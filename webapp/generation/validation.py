@@ -1,4 +1,8 @@
-"""Turns a client's JSON into a checked spec, before any money moves. Pure functions."""
+"""Turns a client's JSON into a checked spec, before any money moves. Pure functions.
+
+The web form's own parsing (several errors at once, uploaded files) is webapp.web.upload_form,
+built on these.
+"""
 
 import base64
 import binascii
@@ -8,6 +12,8 @@ import warnings
 from dataclasses import dataclass
 
 from PIL import Image
+
+from ..catalog import Model
 
 DATA_URL = re.compile(r"^data:image/(?P<kind>png|jpeg|jpg|webp);base64,", re.IGNORECASE)
 PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
@@ -23,15 +29,6 @@ class ValidationError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
-
-
-class FormErrors(ValidationError):
-    """Several fields of a form are wrong: {field: message}, in the form's order."""
-
-    def __init__(self, errors):
-        field, message = next(iter(errors.items()))
-        super().__init__(message, field)
-        self.errors = errors
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ class ImageInput:
 class GenerationSpec:
     """What to generate, shared by batches and single photos."""
 
-    model: object  # catalog.Model
+    model: Model
     mode: str
     prompt: str
     negative_prompt: str | None
@@ -132,72 +129,15 @@ def parse_batch_request(payload, catalog, limits):
         decoded.append(decode_image(item.pop("data", None), f"{field}.data", limits, client_id))
     return BatchSpec(
         generation=generation,
-        concurrency=_parse_concurrency(payload.get("concurrency"), limits),
+        concurrency=parse_concurrency(payload.get("concurrency"), limits),
         images=tuple(decoded),
     )
 
 
-def parse_batch_upload(fields, uploads, catalog, limits):
-    """Check the web upload form: `fields` like the JSON body, `uploads` [(filename, bytes)].
-
-    Raises FormErrors naming every wrong field, so the form can show each problem at once.
-    """
-    errors = {}
-    generation = _collect(errors, parse_upload_settings, fields, catalog)
-    concurrency = _collect(errors, _parse_form_concurrency, fields.get("concurrency"), limits)
-    images = _collect(errors, _check_uploads, uploads, limits)
-    if errors:
-        raise FormErrors(errors)
-    return BatchSpec(generation=generation, concurrency=concurrency, images=images)
-
-
 def parse_upload_settings(fields, catalog):
-    """The upload form's prompt, model, quality and aspect ratio, checked as the API checks them."""
+    """A batch's prompt, model, quality and aspect ratio (the API's field names), checked as the
+    API checks them: for the upload form, and for a retry of a batch made earlier."""
     return _parse_generation(fields, catalog, mode="i2i")
-
-
-def check_image_count(count, limits):
-    """A batch has 1 to `max_images` images."""
-    if count < 1:
-        raise ValidationError("Choose at least one image", "images")
-    if count > limits.max_images:
-        raise ValidationError(
-            f"{count} images chosen; at most {limits.max_images} are allowed", "images"
-        )
-
-
-def _check_uploads(uploads, limits):
-    check_image_count(len(uploads), limits)
-    images = []
-    seen = set()
-    for filename, raw in uploads:
-        name = (filename or "image")[:MAX_CLIENT_ID_CHARS]
-        client_id, copy = name, 1
-        while client_id in seen:  # two files may share a name; client ids may not
-            copy += 1
-            client_id = f"{name} ({copy})"
-        seen.add(client_id)
-        try:
-            images.append(check_image(raw, name, limits, client_id))
-        except ValidationError as error:
-            raise ValidationError(error.message, "images") from None
-    return tuple(images)
-
-
-def _parse_form_concurrency(value, limits):
-    """A form sends text: "4" is 4, and an empty choice is the default."""
-    if isinstance(value, str):
-        value = int(value) if value.strip().isdigit() else value or None
-    return _parse_concurrency(value, limits)
-
-
-def _collect(errors, parse, *args):
-    """Run one check; on failure note its message under its field and answer None."""
-    try:
-        return parse(*args)
-    except ValidationError as error:
-        errors.setdefault(error.field, error.message)
-        return None
 
 
 def parse_photo_request(payload, catalog, limits):
@@ -313,7 +253,7 @@ def _parse_generation(payload, catalog, mode):
     if mode not in model.modes:
         what = "image-to-image (i2i)" if mode == "i2i" else "text-to-image (t2i)"
         raise ValidationError(f"model {model_id!r} does not support {what}", "model")
-    negative_limit = model.kie.negative_prompt_max
+    negative_limit = model.negative_prompt_max
     if negative_prompt and negative_limit and len(negative_prompt.strip()) > negative_limit:
         raise ValidationError(
             f"negativePrompt is longer than {negative_limit} characters, the most {model_id} "
@@ -346,7 +286,8 @@ def _parse_generation(payload, catalog, mode):
     )
 
 
-def _parse_concurrency(value, limits):
+def parse_concurrency(value, limits):
+    """A whole number of at least 1, capped at the limit; None is the default."""
     if value is None:
         return min(limits.default_concurrency, limits.max_concurrency)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

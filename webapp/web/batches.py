@@ -8,12 +8,11 @@ from flask import (
     current_app,
     flash,
     render_template,
-    request,
     send_file,
     url_for,
 )
 from flask_login import current_user, login_required
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tasks import get_queue
 
@@ -21,15 +20,17 @@ from .. import billing
 from ..catalog import load_catalog
 from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
-from ..generation.progress import Progress
+from ..generation.ownership import owned_batch
+from ..generation.progress import Progress, progress_of
 from ..generation.retry import AlreadyRetried, NothingToRetry, retry_failed, retry_of
 from ..generation.validation import Limits, ValidationError
 from ..models import Batch, Generation, GenerationStatus, utcnow
 from ..providers import get_provider
 from ..storage import get_storage
+from ..words import count_of
 from . import bp
 from .archive import archive_entries, archive_name, stream_zip
-from .htmx import page_of, page_or_fragment, see_other
+from .htmx import is_htmx, page_of, page_or_fragment, see_other
 
 HISTORY_PAGE_SIZE = 20
 
@@ -46,17 +47,11 @@ def history():
         HISTORY_PAGE_SIZE,
     )
     batches = [batch for (batch,) in page.rows]
-    counts = {batch.id: {} for batch in batches}
-    for batch_id, status, images in db.session.execute(
-        select(Generation.batch_id, Generation.status, func.count())
-        .where(Generation.batch_id.in_(counts))
-        .group_by(Generation.batch_id, Generation.status)
-    ):
-        counts[batch_id][status] = images
+    progress = progress_of([batch.id for batch in batches])
     return render_template(
         "batches/index.html",
         page=page,
-        rows=[(batch, Progress.from_counts(counts[batch.id])) for batch in batches],
+        rows=[(batch, progress[batch.id]) for batch in batches],
     )
 
 
@@ -84,13 +79,12 @@ def confirm_cancel(batch_id):
 def cancel(batch_id):
     """Cancel through the API's service; htmx gets the grid back, with the new balance."""
     _own_batch_or_404(batch_id)
-    db.session.rollback()
     try:
         notice = cancel_batch(batch_id).message
     except NothingToCancel as finished:
         notice = f"The batch is already {finished.status}: there was nothing to cancel."
     batch = _own_batch_or_404(batch_id)
-    if request.headers.get("HX-Request") == "true":
+    if is_htmx():
         return page_or_fragment(
             "batches/show.html", "batches/_grid.html", notice=notice, **grid_context(batch)
         )
@@ -110,6 +104,7 @@ def retry(batch_id):
             get_provider().name,
             load_catalog(),
             Limits.from_config(current_app.config),
+            get_queue(current_app),
         )
     except AlreadyRetried as done:
         flash("These failed images were retried already: here is that batch.")
@@ -117,9 +112,8 @@ def retry(batch_id):
     except (NothingToRetry, ValidationError, billing.InsufficientCredits) as error:
         flash(_retry_refusal(error), "error")
         return see_other(url_for("web.show", batch_id=batch_id))
-    images = len(created.generations)
-    get_queue(current_app).start_batch(created.id, created.concurrency, images)
-    flash(f"Retrying {images} failed image{'s' if images != 1 else ''} for {created.total_cost}⭐.")
+    images = count_of(len(created.generations), "failed image")
+    flash(f"Retrying {images} for {created.total_cost}⭐.")
     return see_other(url_for("web.show", batch_id=created.id))
 
 
@@ -202,9 +196,7 @@ def _retry_refusal(error):
 
 def _own_batch_or_404(batch_id):
     """The signed-in user's batch; anyone else's is as unknown as a batch that never existed."""
-    batch = db.session.scalar(
-        select(Batch).where(Batch.id == batch_id, Batch.user_id == current_user.id)
-    )
+    batch = owned_batch(batch_id, current_user.id)
     if batch is None:
         abort(404)
     return batch

@@ -5,11 +5,16 @@ from dataclasses import dataclass
 from flask import make_response, redirect, render_template, request
 
 
+def is_htmx():
+    """The request comes from htmx (the one place that reads HX-Request)."""
+    return request.headers.get("HX-Request") == "true"
+
+
 def wants_fragment():
     """htmx asked for a piece of the page (not a boosted link, not a history restore)."""
     headers = request.headers
     return (
-        headers.get("HX-Request") == "true"
+        is_htmx()
         and headers.get("HX-Boosted") != "true"
         and headers.get("HX-History-Restore-Request") != "true"
     )
@@ -30,7 +35,7 @@ def page_or_fragment(page, fragment, status=200, **context):
 
 def see_other(url):
     """After a POST: htmx navigates the whole window (HX-Redirect), a plain form follows a 303."""
-    if request.headers.get("HX-Request") == "true":
+    if is_htmx():
         response = make_response("", 200)
         response.headers["HX-Redirect"] = url
         return response

@@ -1,7 +1,5 @@
 """The upload page: pick images, settings and see the live cost line, then create the batch."""
 
-from dataclasses import dataclass, replace
-
 from flask import current_app, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -10,83 +8,12 @@ from tasks import get_queue
 from .. import billing
 from ..catalog import load_catalog
 from ..generation.creation import create_batch
-from ..generation.validation import (
-    FormErrors,
-    Limits,
-    ValidationError,
-    check_image_count,
-    parse_batch_upload,
-    parse_upload_settings,
-)
+from ..generation.validation import Limits
 from ..providers import get_provider
 from ..storage import get_storage
 from . import bp
 from .htmx import page_or_fragment, see_other
-
-
-@dataclass(frozen=True)
-class Quote:
-    """The cost line: what the chosen images cost, the balance, and what blocks submitting."""
-
-    count: int | None  # None until the browser says how many images are chosen
-    price: int  # ⭐ per image at the chosen model and quality
-    balance: int
-    problem: str | None
-
-    @property
-    def total(self):
-        return None if self.count is None else self.count * self.price
-
-
-def quote(fields, catalog, limits, balance, request_limit):
-    """Price the form as it stands. Images are checked first (the first thing a person does),
-    then the settings, then the balance."""
-    count = _whole_number(fields.get("imageCount"))
-    size = _whole_number(fields.get("imageBytes"))
-    settings = resolved_settings(fields, catalog)
-    price = chosen_model(fields, catalog).price(settings["quality"])
-    problems = []
-    if count is not None:
-        try:
-            check_image_count(count, limits)
-        except ValidationError as error:
-            problems.append(error.message)
-    if size is not None and size > request_limit:
-        problems.append(
-            f"These images add up to {size / 2**20:.0f} MB; "
-            f"one upload takes at most {request_limit // 2**20} MB"
-        )
-    try:
-        parse_upload_settings(settings, catalog)
-    except ValidationError as error:
-        problems.append(error.message)
-    result = Quote(count, price, balance, problems[0] if problems else None)
-    if result.problem is None and result.total is not None and result.total > balance:
-        return replace(result, problem=f"Not enough credits: {result.total - balance}⭐ short")
-    return result
-
-
-def chosen_model(fields, catalog):
-    """The model the form names if it does image-to-image, else the catalog's first that does."""
-    model = catalog.get(fields.get("model") or "")
-    if model is not None and "i2i" in model.modes:
-        return model
-    return next(model for model in catalog if "i2i" in model.modes)
-
-
-def resolved_settings(fields, catalog):
-    """The form's settings as the options fragment shows them: a quality or ratio the chosen
-    model does not offer (it was picked for another model) becomes the model's default."""
-    model = chosen_model(fields, catalog)
-    quality = fields.get("quality")
-    ratio = fields.get("aspectRatio")
-    return {
-        "prompt": fields.get("prompt"),
-        "negativePrompt": fields.get("negativePrompt"),
-        "model": model.id,
-        "quality": quality if quality in model.qualities else model.default_quality,
-        "aspectRatio": ratio if ratio in model.aspect_ratios else model.default_aspect_ratio,
-    }
+from .upload_form import FormErrors, form_settings, parse_batch_upload, quote_form
 
 
 @bp.get("/upload/options")
@@ -96,8 +23,8 @@ def upload_options():
     catalog = load_catalog()
     return render_template(
         "upload/_options.html",
-        model=chosen_model(request.args, catalog),
-        settings=resolved_settings(request.args, catalog),
+        model=catalog.model_for(request.args.get("model"), "i2i"),
+        settings=form_settings(request.args, catalog),
         errors={},
     )
 
@@ -122,7 +49,9 @@ def create():
         spec = parse_batch_upload(
             request.form, uploads, load_catalog(), Limits.from_config(current_app.config)
         )
-        batch = create_batch(current_user.id, spec, get_storage(), get_provider().name)
+        batch = create_batch(
+            current_user.id, spec, get_storage(), get_provider().name, get_queue(current_app)
+        )
     except FormErrors as error:
         return upload_form(request.form, error.errors, len(uploads))
     except billing.InsufficientCredits as error:
@@ -131,7 +60,6 @@ def create():
             f"and you have {error.available}⭐."
         )
         return upload_form(request.form, {"credits": message}, len(uploads))
-    get_queue(current_app).start_batch(batch.id, batch.concurrency, len(spec.images))
     return see_other(url_for("web.show", batch_id=batch.id))
 
 
@@ -151,8 +79,8 @@ def upload_form(fields=None, errors=None, image_count=None):
         "upload/_form.html",
         status=422 if errors else 200,
         models=[model for model in catalog if "i2i" in model.modes],
-        model=chosen_model(fields, catalog),
-        settings=resolved_settings(fields, catalog),
+        model=catalog.model_for(fields.get("model"), "i2i"),
+        settings=form_settings(fields, catalog),
         form=fields,
         errors=errors or {},
         limits=limits,
@@ -163,14 +91,10 @@ def upload_form(fields=None, errors=None, image_count=None):
 
 def _quote(fields):
     config = current_app.config
-    return quote(
+    return quote_form(
         fields,
         load_catalog(),
         Limits.from_config(config),
         current_user.credits,
         config["MAX_CONTENT_LENGTH"],
     )
-
-
-def _whole_number(value):
-    return int(value) if isinstance(value, str) and value.strip().isdigit() else None

@@ -1,0 +1,12 @@
+"""Whose batch is it: the one query every view asks before it shows or changes a batch."""
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import Batch
+
+
+def owned_batch(batch_id, user_id):
+    """The user's batch with this id, or None: anyone else's is as unknown as one that never
+    existed."""
+    return db.session.scalar(select(Batch).where(Batch.id == batch_id, Batch.user_id == user_id))

@@ -1,0 +1,122 @@
+"""The upload form as the server reads it: every wrong field at once, the uploaded files, and
+the cost line while the form is being filled in. Built on the API's checks
+(webapp.generation.validation), so a form and a JSON body are held to the same rules."""
+
+from ..billing.quotes import quote
+from ..generation.validation import (
+    MAX_CLIENT_ID_CHARS,
+    BatchSpec,
+    ValidationError,
+    check_image,
+    parse_concurrency,
+    parse_upload_settings,
+)
+
+
+class FormErrors(ValidationError):
+    """Several fields of a form are wrong: {field: message}, in the form's order."""
+
+    def __init__(self, errors):
+        field, message = next(iter(errors.items()))
+        super().__init__(message, field)
+        self.errors = errors
+
+
+def parse_batch_upload(fields, uploads, catalog, limits):
+    """Check the web upload form: `fields` like the JSON body, `uploads` [(filename, bytes)].
+
+    Raises FormErrors naming every wrong field, so the form can show each problem at once.
+    """
+    errors = {}
+    generation = _collect(errors, parse_upload_settings, fields, catalog)
+    concurrency = _collect(errors, _parse_form_concurrency, fields.get("concurrency"), limits)
+    images = _collect(errors, _check_uploads, uploads, limits)
+    if errors:
+        raise FormErrors(errors)
+    return BatchSpec(generation=generation, concurrency=concurrency, images=images)
+
+
+def check_image_count(count, limits):
+    """A batch has 1 to `max_images` images."""
+    if count < 1:
+        raise ValidationError("Choose at least one image", "images")
+    if count > limits.max_images:
+        raise ValidationError(
+            f"{count} images chosen; at most {limits.max_images} are allowed", "images"
+        )
+
+
+def form_settings(fields, catalog):
+    """The form's settings as the options fragment shows them: a quality or ratio the chosen
+    model does not offer (it was picked for another model) becomes the model's default."""
+    model = catalog.model_for(fields.get("model"), "i2i")
+    return {
+        "prompt": fields.get("prompt"),
+        "negativePrompt": fields.get("negativePrompt"),
+        "model": model.id,
+        "quality": model.offered_quality(fields.get("quality")),
+        "aspectRatio": model.offered_aspect_ratio(fields.get("aspectRatio")),
+    }
+
+
+def quote_form(fields, catalog, limits, balance, request_limit):
+    """Price the form as it stands. Images are checked first (the first thing a person does),
+    then the settings, then the balance."""
+    count = _whole_number(fields.get("imageCount"))
+    size = _whole_number(fields.get("imageBytes"))
+    settings = form_settings(fields, catalog)
+    price = catalog.get(settings["model"]).price(settings["quality"])
+    problems = []
+    if count is not None:
+        try:
+            check_image_count(count, limits)
+        except ValidationError as error:
+            problems.append(error.message)
+    if size is not None and size > request_limit:
+        problems.append(
+            f"These images add up to {size / 2**20:.0f} MB; "
+            f"one upload takes at most {request_limit // 2**20} MB"
+        )
+    try:
+        parse_upload_settings(settings, catalog)
+    except ValidationError as error:
+        problems.append(error.message)
+    return quote(count, price, balance, problems[0] if problems else None)
+
+
+def _check_uploads(uploads, limits):
+    check_image_count(len(uploads), limits)
+    images = []
+    seen = set()
+    for filename, raw in uploads:
+        name = (filename or "image")[:MAX_CLIENT_ID_CHARS]
+        client_id, copy = name, 1
+        while client_id in seen:  # two files may share a name; client ids may not
+            copy += 1
+            client_id = f"{name} ({copy})"
+        seen.add(client_id)
+        try:
+            images.append(check_image(raw, name, limits, client_id))
+        except ValidationError as error:
+            raise ValidationError(error.message, "images") from None
+    return tuple(images)
+
+
+def _parse_form_concurrency(value, limits):
+    """A form sends text: "4" is 4, and an empty choice is the default."""
+    if isinstance(value, str):
+        value = int(value) if value.strip().isdigit() else value or None
+    return parse_concurrency(value, limits)
+
+
+def _collect(errors, parse, *args):
+    """Run one check; on failure note its message under its field and answer None."""
+    try:
+        return parse(*args)
+    except ValidationError as error:
+        errors.setdefault(error.field, error.message)
+        return None
+
+
+def _whole_number(value):
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
