@@ -163,6 +163,25 @@ def batch_body(count=2, **fields):
     return body
 
 
+def create_batch(client, count=2, **fields):
+    """POST a batch of `count` real images (batch_body) as `client`; answers the created batch's
+    JSON, after checking it was accepted."""
+    response = client.post("/api/generate/batch", json=batch_body(count, **fields))
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def create_batch_id(client, count=2, **fields):
+    """create_batch, answering the new batch's id."""
+    return create_batch(client, count, **fields)["batchId"]
+
+
+def create_batch_jobs(client, count=2, **fields):
+    """create_batch, answering the new batch's id and its generation ids, in upload order."""
+    created = create_batch(client, count, **fields)
+    return created["batchId"], [job["generationId"] for job in created["jobs"]]
+
+
 def photo_body(**fields):
     """A POST /api/generate/photo body as the existing client sends it (a JPEG to edit)."""
     body = {

@@ -5,16 +5,11 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from tests.support import ApiClient, batch_body, create_user, drain
-
-
-def _create(api_client, count=2, **fields):
-    body = api_client.post("/api/generate/batch", json=batch_body(count, **fields)).get_json()
-    return body["batchId"], [job["generationId"] for job in body["jobs"]]
+from tests.support import ApiClient, create_batch_jobs, create_user, drain
 
 
 def test_status_lists_pending_jobs_before_any_work(api_client):
-    batch_id, job_ids = _create(api_client)
+    batch_id, job_ids = create_batch_jobs(api_client)
 
     response = api_client.get(f"/api/generate/batch?jobIds={','.join(job_ids)}&batchId={batch_id}")
 
@@ -31,7 +26,7 @@ def test_status_lists_pending_jobs_before_any_work(api_client):
 
 
 def test_status_after_the_work_has_signed_image_urls(app, api_client):
-    batch_id, job_ids = _create(api_client)
+    batch_id, job_ids = create_batch_jobs(api_client)
     drain(app)
 
     body = api_client.get(f"/api/generate/batch?jobIds={','.join(job_ids)}").get_json()
@@ -47,7 +42,7 @@ def test_status_after_the_work_has_signed_image_urls(app, api_client):
 
 
 def test_image_url_serves_the_real_result_to_a_client_without_cookie(app, api_client):
-    _, job_ids = _create(api_client, count=1, aspectRatio="16:9", quality="2k")
+    _, job_ids = create_batch_jobs(api_client, count=1, aspectRatio="16:9", quality="2k")
     drain(app)
     result = api_client.get(f"/api/generate/batch?jobIds={job_ids[0]}").get_json()["results"][0]
     url = urlsplit(result["imageUrl"])
@@ -60,7 +55,7 @@ def test_image_url_serves_the_real_result_to_a_client_without_cookie(app, api_cl
 
 
 def test_tampered_or_expired_image_links_are_refused(app, api_client):
-    _, job_ids = _create(api_client, count=1)
+    _, job_ids = create_batch_jobs(api_client, count=1)
     drain(app)
     result = api_client.get(f"/api/generate/batch?jobIds={job_ids[0]}").get_json()["results"][0]
     url = urlsplit(result["imageUrl"])
@@ -74,7 +69,7 @@ def test_tampered_or_expired_image_links_are_refused(app, api_client):
 
 
 def test_batch_detail_has_the_batch_fields_and_results(app, api_client):
-    batch_id, job_ids = _create(api_client, count=2, negativePrompt="blur", concurrency=1)
+    batch_id, job_ids = create_batch_jobs(api_client, count=2, negativePrompt="blur", concurrency=1)
 
     before = api_client.get(f"/api/generate/batch/{batch_id}").get_json()
     drain(app)
@@ -99,7 +94,7 @@ def test_batch_detail_has_the_batch_fields_and_results(app, api_client):
 
 
 def test_another_users_batch_and_generations_are_not_found(app, api_client):
-    batch_id, job_ids = _create(api_client)
+    batch_id, job_ids = create_batch_jobs(api_client)
     mallory = ApiClient(app, *create_user(app, "mallory"))
 
     by_ids = mallory.get(f"/api/generate/batch?jobIds={job_ids[0]}")
@@ -120,9 +115,9 @@ def test_another_users_batch_and_generations_are_not_found(app, api_client):
 
 
 def test_mixing_own_and_foreign_ids_is_not_found(app, api_client):
-    _, mine = _create(api_client, count=1)
+    _, mine = create_batch_jobs(api_client, count=1)
     other = ApiClient(app, *create_user(app, "olga"))
-    _, theirs = _create(other, count=1)
+    _, theirs = create_batch_jobs(other, count=1)
 
     response = api_client.get(f"/api/generate/batch?jobIds={mine[0]},{theirs[0]}")
 

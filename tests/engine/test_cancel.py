@@ -10,8 +10,8 @@ from sqlalchemy import update
 from tasks import get_queue
 from tests.support import (
     ApiClient,
-    batch_body,
     batch_finished,
+    create_batch_id,
     create_user,
     drain,
     generation_rows,
@@ -27,12 +27,6 @@ from webapp.providers import Failed, get_provider
 from webapp.storage import get_storage
 
 PRICE = 3  # flux-2 at 1k
-
-
-def _create(client, count, **fields):
-    response = client.post("/api/generate/batch", json=batch_body(count, **fields))
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["batchId"]
 
 
 def _cancel(client, batch_id):
@@ -64,7 +58,7 @@ def _finish(app, claim, outcome=None):
 
 
 def test_cancel_before_start_refunds_every_image(app, api_client):
-    batch_id = _create(api_client, 5)
+    batch_id = create_batch_id(api_client, 5)
 
     response = _cancel(api_client, batch_id)
 
@@ -85,7 +79,7 @@ def test_cancel_before_start_refunds_every_image(app, api_client):
 
 
 def test_cancel_mid_run_lets_running_images_finish_and_charges_them(app, api_client):
-    batch_id = _create(api_client, 5, concurrency=2)
+    batch_id = create_batch_id(api_client, 5, concurrency=2)
     get_queue(app).huey.flush()
     running = [_claim(app, batch_id), _claim(app, batch_id)]
 
@@ -111,7 +105,7 @@ def test_cancel_mid_run_lets_running_images_finish_and_charges_them(app, api_cli
 
 
 def test_cancelling_twice_changes_nothing_the_second_time(app, api_client):
-    batch_id = _create(api_client, 3)
+    batch_id = create_batch_id(api_client, 3)
     first = _cancel(api_client, batch_id).get_json()
     ledger = api_client.ledger()
 
@@ -128,7 +122,7 @@ def test_cancelling_twice_changes_nothing_the_second_time(app, api_client):
 
 
 def test_cancelling_a_finished_batch_answers_409(app, api_client):
-    batch_id = _create(api_client, 2)
+    batch_id = create_batch_id(api_client, 2)
     drain(app)
     ledger = api_client.ledger()
 
@@ -144,7 +138,7 @@ def test_cancelling_a_finished_batch_answers_409(app, api_client):
 
 
 def test_cancel_is_only_for_the_owner(app, api_client):
-    batch_id = _create(api_client, 2)
+    batch_id = create_batch_id(api_client, 2)
     stranger = ApiClient(app, *create_user(app, "mallory"))
 
     assert _cancel(stranger, batch_id).status_code == 404
@@ -158,7 +152,7 @@ def test_cancel_is_only_for_the_owner(app, api_client):
 
 
 def test_an_image_failing_retryably_after_a_cancel_is_refunded_not_requeued(app, api_client):
-    batch_id = _create(api_client, 3, concurrency=1)
+    batch_id = create_batch_id(api_client, 3, concurrency=1)
     get_queue(app).huey.flush()
     claim = _claim(app, batch_id)
     _cancel(api_client, batch_id)
@@ -171,7 +165,7 @@ def test_an_image_failing_retryably_after_a_cancel_is_refunded_not_requeued(app,
 
 
 def test_an_abandoned_image_of_a_cancelled_batch_is_refunded_by_the_reaper(app, api_client):
-    batch_id = _create(api_client, 2, concurrency=1)
+    batch_id = create_batch_id(api_client, 2, concurrency=1)
     get_queue(app).huey.flush()
     _claim(app, batch_id)  # its worker dies
     _cancel(api_client, batch_id)
@@ -194,7 +188,7 @@ def test_an_abandoned_image_of_a_cancelled_batch_is_refunded_by_the_reaper(app, 
 def test_cancel_while_a_consumer_works_refunds_exactly_what_did_not_run(tmp_path):
     app = make_app(tmp_path, HUEY_MEMORY=False, LOCAL_ENGINE_DELAY=0.3)
     client = ApiClient(app, *create_user(app))
-    batch_id = _create(client, 10, concurrency=2)
+    batch_id = create_batch_id(client, 10, concurrency=2)
 
     with running_consumer(app, workers=2):
         wait_for(lambda: _statuses(app, batch_id).count("success") >= 2, timeout=30)
@@ -214,7 +208,7 @@ def test_cancel_while_a_consumer_works_refunds_exactly_what_did_not_run(tmp_path
 def test_a_cancel_racing_failures_of_running_images_refunds_each_image_once(
     app, api_client, round_number
 ):
-    batch_id = _create(api_client, 12, concurrency=8)
+    batch_id = create_batch_id(api_client, 12, concurrency=8)
     get_queue(app).huey.flush()
     running = [_claim(app, batch_id) for _ in range(8)]
     barrier = threading.Barrier(len(running) + 1)

@@ -8,21 +8,14 @@ from devtools.kie_stub import KieStub, busiest_window
 from tests.consumers import ConsumerProcess, queue_name
 from tests.support import (
     ApiClient,
-    batch_body,
     batch_finished,
+    create_batch_id,
     create_user,
     generation_rows,
     make_app,
     running_consumer,
     wait_for,
 )
-
-
-def _create(client, count, concurrency=4):
-    body = batch_body(count, concurrency=concurrency)
-    response = client.post("/api/generate/batch", json=body)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["batchId"]
 
 
 @pytest.mark.e2e
@@ -36,8 +29,8 @@ def test_a_small_batch_is_not_starved_by_a_big_one_that_came_first(
     app = make_app(tmp_path, database_url, **overrides)
     big_user = ApiClient(app, *create_user(app, "big", credits=150))
     small_user = ApiClient(app, *create_user(app, "small", credits=10))
-    big = _create(big_user, 40)
-    small = _create(small_user, 2)
+    big = create_batch_id(big_user, 40)
+    small = create_batch_id(small_user, 2)
 
     with running_consumer(app, workers=2):
         wait_for(batch_finished(small_user, small), timeout=60)
@@ -91,8 +84,8 @@ def test_consumer_processes_share_one_upstream_pace_and_interleave_users(
             for number in range(2)
         ]
         try:
-            big = _create(first, 16)
-            small = _create(second, 2)
+            big = create_batch_id(first, 16)
+            small = create_batch_id(second, 2)
             for consumer in consumers:
                 consumer.start("thread", workers=4, periodic=False)
             wait_for(batch_finished(second, small), timeout=60)
@@ -124,7 +117,7 @@ def test_threads_share_the_database_pace_without_redis(tmp_path, database_url):
             **_kie_settings(stub, limit, period),
         )
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 9)
+        batch_id = create_batch_id(client, 9)
         with running_consumer(app, workers=4):
             detail = wait_for(batch_finished(client, batch_id), timeout=60)
         created_times = list(stub.created_times)

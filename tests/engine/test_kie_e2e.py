@@ -15,8 +15,8 @@ from werkzeug.serving import make_server
 from devtools.kie_stub import KieStub, busiest_window
 from tests.support import (
     ApiClient,
-    batch_body,
     batch_finished,
+    create_batch_id,
     create_user,
     data_url,
     fetch_result,
@@ -81,17 +81,11 @@ def _provider_task_ids(app, batch_id):
         ).all()
 
 
-def _create(client, count, **fields):
-    response = client.post("/api/generate/batch", json=batch_body(count, **fields))
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["batchId"]
-
-
 def _run_batch(app, count, **fields):
     """Create a `count`-image batch as a new user and wait until it is finished."""
     client = ApiClient(app, *create_user(app))
     with running_consumer(app, workers=2):
-        batch_id = _create(client, count, **fields)
+        batch_id = create_batch_id(client, count, **fields)
         detail = wait_for(batch_finished(client, batch_id), timeout=30)
     return client, detail
 
@@ -131,7 +125,7 @@ def test_ten_image_batches_on_the_jobs_api_flux_kontext_and_4o_complete_within_k
         client = ApiClient(app, *create_user(app, credits=1000))
         with running_consumer(app, workers=4):
             batches = {
-                model: _create(client, 10, model=model)
+                model: create_batch_id(client, 10, model=model)
                 for model in ("flux-2", "flux-kontext-pro", "gpt-4o-image")
             }
             details = {
@@ -230,7 +224,7 @@ def test_signed_callbacks_finish_images_that_polling_would_not_reach_for_an_hour
         client = ApiClient(app, *create_user(app))
         with serving(app, port):
             with running_consumer(app, workers=2):
-                batch_id = _create(client, 3)
+                batch_id = create_batch_id(client, 3)
                 wait_for(lambda: all(_provider_task_ids(app, batch_id)), timeout=30)
 
                 forged = stub.deliver_callbacks()

@@ -8,8 +8,8 @@ from sqlalchemy import select, update
 from tasks import get_queue
 from tests.support import (
     ApiClient,
-    batch_body,
     batch_finished,
+    create_batch_id,
     create_user,
     drain,
     generation_rows,
@@ -29,10 +29,6 @@ def _settings(app):
     return claims.Settings.from_config(app.config)
 
 
-def _create(client, count, **fields):
-    return client.post("/api/generate/batch", json=batch_body(count, **fields)).get_json()
-
-
 @pytest.fixture
 def slow_app(tmp_path, database_url):
     """An app whose queue is a real SqliteHuey and whose engine takes 0.15 s per image."""
@@ -43,7 +39,7 @@ def slow_app(tmp_path, database_url):
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_concurrency_bound_holds_in_the_database(slow_app, concurrency):
     client = ApiClient(slow_app, *create_user(slow_app))
-    batch_id = _create(client, 8, concurrency=concurrency)["batchId"]
+    batch_id = create_batch_id(client, 8, concurrency=concurrency)
 
     with running_consumer(slow_app, workers=4):
         detail = wait_for(batch_finished(client, batch_id), timeout=60)
@@ -61,7 +57,7 @@ def test_concurrency_bound_holds_in_the_database(slow_app, concurrency):
 
 
 def test_a_duplicate_lane_delivery_claims_nothing_and_changes_nothing(app, api_client):
-    batch_id = _create(api_client, 2)["batchId"]
+    batch_id = create_batch_id(api_client, 2)
     drain(app)
     before = generation_rows(app, batch_id)
     ledger_before = api_client.ledger()
@@ -75,7 +71,7 @@ def test_a_duplicate_lane_delivery_claims_nothing_and_changes_nothing(app, api_c
 
 
 def test_extra_lanes_never_process_a_generation_twice(app, api_client):
-    batch_id = _create(api_client, 4, concurrency=2)["batchId"]
+    batch_id = create_batch_id(api_client, 4, concurrency=2)
     for _ in range(6):
         get_queue(app).run_lane(batch_id)
 
@@ -106,7 +102,7 @@ def _claim_and_abandon(app, batch_id):
 
 
 def test_reaper_returns_an_abandoned_generation_and_the_batch_completes(app, api_client):
-    batch_id = _create(api_client, 2, concurrency=1)["batchId"]
+    batch_id = create_batch_id(api_client, 2, concurrency=1)
     get_queue(app).huey.flush()  # the doorbells are lost with the dead worker
     claim = _claim_and_abandon(app, batch_id)
     _expire_leases(app, batch_id)
@@ -123,7 +119,7 @@ def test_reaper_returns_an_abandoned_generation_and_the_batch_completes(app, api
 
 
 def test_a_late_worker_cannot_overwrite_the_newer_attempt(app, api_client):
-    batch_id = _create(api_client, 1)["batchId"]
+    batch_id = create_batch_id(api_client, 1)
     get_queue(app).huey.flush()
     stale = _claim_and_abandon(app, batch_id)
     _expire_leases(app, batch_id)
@@ -142,7 +138,7 @@ def test_a_late_worker_cannot_overwrite_the_newer_attempt(app, api_client):
 def test_spent_attempts_fail_and_refund_exactly_once(tmp_path, database_url):
     app = make_app(tmp_path, database_url, MAX_ATTEMPTS=1)
     client = ApiClient(app, *create_user(app))
-    batch_id = _create(client, 2, concurrency=1)["batchId"]
+    batch_id = create_batch_id(client, 2, concurrency=1)
     get_queue(app).huey.flush()
     claim = _claim_and_abandon(app, batch_id)
     _expire_leases(app, batch_id)
@@ -164,7 +160,7 @@ def test_spent_attempts_fail_and_refund_exactly_once(tmp_path, database_url):
 
 
 def test_a_batch_whose_doorbell_was_lost_is_started_by_the_reaper(app, api_client):
-    batch_id = _create(api_client, 3)["batchId"]
+    batch_id = create_batch_id(api_client, 3)
     get_queue(app).huey.flush()  # crash between commit and enqueue, or a Redis restart
     _expire_leases(app, batch_id)
 
@@ -176,7 +172,7 @@ def test_a_batch_whose_doorbell_was_lost_is_started_by_the_reaper(app, api_clien
 
 
 def test_a_recent_batch_is_left_to_its_lanes(app, api_client):
-    batch_id = _create(api_client, 2)["batchId"]
+    batch_id = create_batch_id(api_client, 2)
 
     report = get_queue(app).reap()
 
@@ -184,7 +180,7 @@ def test_a_recent_batch_is_left_to_its_lanes(app, api_client):
 
 
 def test_unreadable_input_fails_that_image_and_refunds_it(app, api_client):
-    batch_id = _create(api_client, 2, concurrency=1)["batchId"]
+    batch_id = create_batch_id(api_client, 2, concurrency=1)
     first_input = sorted(path for path in media_files(app) if "/inputs/" in path)
     with app.app_context():
         key = db.session.scalar(
@@ -207,7 +203,7 @@ def test_unreadable_input_fails_that_image_and_refunds_it(app, api_client):
 
 
 def test_all_images_failing_makes_a_failed_batch_fully_refunded(app, api_client):
-    batch_id = _create(api_client, 2)["batchId"]
+    batch_id = create_batch_id(api_client, 2)
     for path in media_files(app):
         with open(path, "wb") as handle:
             handle.write(b"not an image")
@@ -221,7 +217,7 @@ def test_all_images_failing_makes_a_failed_batch_fully_refunded(app, api_client)
 
 
 def test_a_lane_finding_nothing_wakes_for_a_backoff_even_one_that_just_ended(app, api_client):
-    batch_id = _create(api_client, 1)["batchId"]
+    batch_id = create_batch_id(api_client, 1)
     get_queue(app).huey.flush()
     just_ended = utcnow() - timedelta(milliseconds=5)
     with app.app_context():
@@ -233,7 +229,7 @@ def test_a_lane_finding_nothing_wakes_for_a_backoff_even_one_that_just_ended(app
 
 
 def test_a_sleeping_lane_is_scheduled_to_the_microsecond_in_utc(app, api_client):
-    batch_id = _create(api_client, 1)["batchId"]
+    batch_id = create_batch_id(api_client, 1)
     queue = get_queue(app)
     queue.huey.flush()
     wake = utcnow() + timedelta(seconds=3, microseconds=654321)

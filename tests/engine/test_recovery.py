@@ -14,8 +14,8 @@ from tasks import get_queue
 from tests.consumers import ConsumerProcess, queue_name
 from tests.support import (
     ApiClient,
-    batch_body,
     batch_finished,
+    create_batch_id,
     create_user,
     drain,
     generation_rows,
@@ -51,13 +51,6 @@ def redis_app(tmp_path, database_url, redis_url):
     )
 
 
-def _create(client, count, concurrency):
-    body = batch_body(count, concurrency=concurrency)
-    response = client.post("/api/generate/batch", json=body)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["batchId"]
-
-
 def _statuses(app, batch_id):
     return Counter(row["status"] for row in generation_rows(app, batch_id))
 
@@ -89,7 +82,7 @@ def test_a_consumer_killed_with_kill_9_mid_batch_loses_nothing(
     consumer = ConsumerProcess(redis_app, tmp_path / "consumer.log", **CRASH_SETTINGS)
     with consumer:
         consumer.start(worker_type, workers=4)
-        batch_id = _create(client, 12, concurrency=4)
+        batch_id = create_batch_id(client, 12, concurrency=4)
         at_kill = wait_for(
             lambda: (counts := _statuses(redis_app, batch_id))["success"] >= 2
             and counts["processing"] >= 1
@@ -123,7 +116,7 @@ def test_a_queue_emptied_mid_batch_is_recovered_by_the_reaper(redis_app, redis_u
     consumer = ConsumerProcess(redis_app, tmp_path / "consumer.log", **CRASH_SETTINGS)
     with consumer:
         consumer.start("thread", workers=4)
-        batch_id = _create(client, 12, concurrency=4)
+        batch_id = create_batch_id(client, 12, concurrency=4)
         wait_for(lambda: _statuses(redis_app, batch_id)["success"] >= 2, timeout=60)
         # The consumer stops, its lanes ring themselves again, and then Redis loses everything
         # (a restart without AOF; FLUSHDB on the test database rather than the whole server).
@@ -151,7 +144,7 @@ def test_a_batch_whose_enqueue_failed_after_commit_is_started_by_the_reaper(
         HUEY_NAME=queue_name(),
     )
     client = ApiClient(web, *create_user(web, credits=START))
-    batch_id = _create(client, 3, concurrency=3)
+    batch_id = create_batch_id(client, 3, concurrency=3)
     assert client.balance() == START - 3 * PRICE  # charged: the rows exist
 
     worker = make_app(
@@ -179,7 +172,7 @@ def test_sigterm_hands_interrupted_images_back_at_once(redis_app, tmp_path, work
     consumer = ConsumerProcess(redis_app, tmp_path / "consumer.log", **slow)
     with consumer:
         consumer.start(worker_type, workers=2, periodic=False)
-        batch_id = _create(client, 2, concurrency=2)
+        batch_id = create_batch_id(client, 2, concurrency=2)
         wait_for(lambda: _statuses(redis_app, batch_id)["processing"] == 2, timeout=30)
 
         consumer.stop(signal.SIGTERM)

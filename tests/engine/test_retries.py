@@ -12,8 +12,8 @@ import pytest
 from devtools.kie_stub import KieStub
 from tests.support import (
     ApiClient,
-    batch_body,
     batch_finished,
+    create_batch_id,
     create_user,
     generation_rows,
     running_consumer,
@@ -43,12 +43,6 @@ def quick_app(kie_app):
     return lambda stub, **overrides: kie_app(stub, **{**QUICK_RETRIES, **overrides})
 
 
-def _create(client, count, concurrency=4):
-    response = client.post("/api/generate/batch", json=batch_body(count, concurrency=concurrency))
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["batchId"]
-
-
 def get_provider_of(app):
     """The app's engine, to adjust its waits for a test."""
     with app.app_context():
@@ -70,7 +64,7 @@ def test_a_retryable_error_waits_its_backoff_before_the_next_attempt(quick_app):
     with KieStub(error_5xx_rate=1.0) as stub:
         app = quick_app(stub, RETRY_BASE_SECONDS=30, RETRY_CAP_SECONDS=60)
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 1)
+        batch_id = create_batch_id(client, 1)
         settings = claims.Settings.from_config(app.config)
 
         with app.app_context():
@@ -95,7 +89,7 @@ def test_retryable_errors_are_given_up_after_max_attempts_and_refunded(quick_app
     with KieStub(error_5xx_rate=1.0) as stub:
         app = quick_app(stub, MAX_ATTEMPTS=3)
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 2)
+        batch_id = create_batch_id(client, 2)
         with running_consumer(app, workers=2):
             detail = wait_for(batch_finished(client, batch_id), timeout=30)
 
@@ -118,7 +112,7 @@ def test_a_content_policy_refusal_fails_at_once_with_a_clear_message(quick_app):
     with KieStub(fail_rate=1.0, fail_code="400", fail_msg="NSFW content detected") as stub:
         app = quick_app(stub)
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 1)
+        batch_id = create_batch_id(client, 1)
         with running_consumer(app, workers=1):
             detail = wait_for(batch_finished(client, batch_id), timeout=30)
 
@@ -147,7 +141,7 @@ def test_random_upstream_faults_end_every_image_settled_within_the_retry_cap(qui
             stub, MAX_ATTEMPTS=max_attempts, UPSTREAM_RATE_LIMIT=0, UPSTREAM_RATE_PERIOD=0.2
         )
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 20)
+        batch_id = create_batch_id(client, 20)
         with running_consumer(app, workers=4):
             detail = wait_for(batch_finished(client, batch_id), timeout=90)
         seen = Counter(stub.counts)
@@ -172,7 +166,7 @@ def test_a_full_upstream_pace_is_waited_out_not_counted_as_an_attempt(quick_app)
     with KieStub() as stub:
         app = quick_app(stub, UPSTREAM_RATE_LIMIT=1, UPSTREAM_RATE_PERIOD=60)
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 2)
+        batch_id = create_batch_id(client, 2)
         settings = claims.Settings.from_config(app.config)
         with app.app_context():
             provider = get_provider()
@@ -197,7 +191,7 @@ def test_a_429_waits_at_least_one_rate_window_without_spending_an_attempt(quick_
     with KieStub(rate_429=1.0) as stub:
         app = quick_app(stub, UPSTREAM_RATE_PERIOD=10)
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 1)
+        batch_id = create_batch_id(client, 1)
         settings = claims.Settings.from_config(app.config)
         with app.app_context():
             step = steps.lane_step(batch_id, get_provider(), get_storage(), settings)
@@ -217,7 +211,7 @@ def test_an_upstream_that_answers_429_forever_fails_the_image_after_the_deadline
     with KieStub(rate_429=1.0) as stub:
         app = quick_app(stub, MAX_ATTEMPTS=3, POLL_TIMEOUT_SECONDS=0)
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 1)
+        batch_id = create_batch_id(client, 1)
         with running_consumer(app, workers=1):
             detail = wait_for(batch_finished(client, batch_id), timeout=30)
 
@@ -238,7 +232,7 @@ def test_an_empty_kie_account_holds_images_uncounted_until_ops_top_it_up(quick_a
         app = quick_app(stub, MAX_ATTEMPTS=1)
         get_provider_of(app).out_of_credits_wait = 0.2
         client = ApiClient(app, *create_user(app))
-        batch_id = _create(client, 2)
+        batch_id = create_batch_id(client, 2)
         with caplog.at_level(logging.ERROR), running_consumer(app, workers=2):
             wait_for(lambda: stub.counts["out_of_credits"] >= 4, timeout=30)
             waiting = client.get(f"/api/generate/batch/{batch_id}").get_json()
