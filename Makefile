@@ -2,34 +2,44 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# What is installed: the service alone (make run), then the test and lint tools (make test).
+RUN_STAMP := $(VENV)/.run-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 FLASK := $(BIN)/flask --app app
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $@
 
 # --demo: on a new database, a demo user with credits; a one-time sign-in link at every start.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(FLASK) init-db
 	$(FLASK) serve --demo
 
 # The suite is mostly waiting (consumers, sleeps, subprocesses): three workers overlap it.
 TEST_WORKERS ?= 3
 
-test: $(STAMP)
+# Starts Redis and PostgreSQL if they are installed but stopped, and names what is missing.
+test: $(DEV_STAMP)
+	bash devtools/test-services.sh
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-$(BENCH_STAMP): $(STAMP) pyproject.toml
+$(BENCH_STAMP): $(DEV_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
