@@ -1,4 +1,4 @@
-"""A stub kie.ai on 127.0.0.1 for end-to-end tests and benchmarks (see shared/spec/kie-api.md).
+"""A stub kie.ai on 127.0.0.1 for end-to-end tests and benchmarks (see docs/kie.md).
 
 It answers the calls the real client makes, with kie's envelope (errors as HTTP 200 and a
 non-200 body `code`): both upload APIs, the three create/record styles (jobs, Flux Kontext, 4o

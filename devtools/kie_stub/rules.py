@@ -1,4 +1,4 @@
-"""What the stub kie.ai accepts in a create body, per shared/spec/kie-api.md.
+"""What the stub kie.ai accepts in a create body, per docs/kie.md.
 
 The real kie refuses a body that lacks a required field or carries a value the model does not
 take (code 422), so the stub does too: an end-to-end run then proves every field is sent.

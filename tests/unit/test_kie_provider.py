@@ -1,5 +1,5 @@
 """Submitting to kie.ai: uploads, the create body of every model in every API style, and what
-each refusal becomes, against `responses` mocks that follow shared/spec/kie-api.md."""
+each refusal becomes, against `responses` mocks that follow docs/kie.md."""
 
 import base64
 import logging
