@@ -109,14 +109,7 @@ def create_batch_job(record_resource):
     spec = parse_batch_request(
         _json_body(), load_catalog(), Limits.from_config(current_app.config)
     )
-    batch = create_batch(
-        current_user.id,
-        spec,
-        get_storage(),
-        get_provider().name,
-        get_queue(current_app),
-        record_resource,
-    )
+    batch = _create(create_batch, spec, record_resource)
     return jsonify(presenters.batch_created(batch, list(batch.generations)))
 
 
@@ -184,14 +177,7 @@ def cancel_batch_job(batch_id):
 def generate_photo(record_resource):
     """One image, charged per request; answers when it is done (or 202 if it takes too long)."""
     spec = parse_photo_request(_json_body(), load_catalog(), Limits.from_config(current_app.config))
-    generation = create_photo(
-        current_user.id,
-        spec,
-        get_storage(),
-        get_provider().name,
-        get_queue(current_app),
-        record_resource,
-    )
+    generation = _create(create_photo, spec, record_resource)
     generation = wait_until_finished(generation.id, current_app.config["PHOTO_WAIT_SECONDS"])
     return jsonify(presenters.photo_result(generation)), 200 if generation.is_finished else 202
 
@@ -209,6 +195,14 @@ def list_models():
 @login_required
 def me():
     return jsonify(id=current_user.id, name=current_user.name, credits=current_user.credits)
+
+
+def _create(create, spec, record_resource):
+    """Run a create for the caller, on this app's storage, provider and queue."""
+    provider_name = get_provider().name
+    return create(
+        current_user.id, spec, get_storage(), provider_name, get_queue(current_app), record_resource
+    )
 
 
 def _own_batch(batch_id):

@@ -6,11 +6,20 @@ that this layer never imports the queue. It rings after the commit: if it fails,
 there and the reaper starts the work.
 """
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .. import billing
 from ..extensions import db
 from ..models import Batch, Generation, LedgerKind, new_batch_id, new_generation_id
+
+
+class Charge(NamedTuple):
+    """One debit of a create, and the resource its ledger row (and idempotency key) names."""
+
+    user_id: int
+    amount: int
+    kind: str
+    resource: dict  # {"batch_id": …} or {"generation_id": …}
 
 
 class Doorbell(Protocol):
@@ -63,16 +72,8 @@ def create_batch(
         parent_id=parent_id,
     )
     inputs = [(row.input_key, image.data) for row, image in zip(rows, spec.images, strict=True)]
-
-    def write_rows():
-        db.session.add(batch)
-        db.session.add_all(rows)
-        db.session.flush()  # the ledger row refers to the batch
-        billing.debit(user_id, cost, LedgerKind.BATCH_DEBIT, batch_id=batch_id)
-        if record_resource:
-            record_resource(batch_id=batch_id)
-
-    _commit_with_inputs(storage, inputs, write_rows)
+    charge = Charge(user_id, cost, LedgerKind.BATCH_DEBIT, {"batch_id": batch_id})
+    _commit_with_inputs(storage, inputs, [batch, *rows], charge, record_resource)
     # Loaded before the lanes start, so the answer shows the batch as it was created.
     images = len(batch.generations)
     doorbell.start_batch(batch_id, batch.concurrency, images)
@@ -100,14 +101,8 @@ def create_photo(user_id, spec, storage, provider_name, doorbell, record_resourc
         row.input_key = f"inputs/photos/{generation_id}.{spec.image.extension}"
         inputs.append((row.input_key, spec.image.data))
 
-    def write_rows():
-        db.session.add(row)
-        db.session.flush()  # the ledger row refers to the generation
-        billing.debit(user_id, cost, LedgerKind.PHOTO_DEBIT, generation_id=generation_id)
-        if record_resource:
-            record_resource(generation_id=generation_id)
-
-    _commit_with_inputs(storage, inputs, write_rows)
+    charge = Charge(user_id, cost, LedgerKind.PHOTO_DEBIT, {"generation_id": generation_id})
+    _commit_with_inputs(storage, inputs, [row], charge, record_resource)
     doorbell.start_photo(generation_id)
     return row
 
@@ -133,14 +128,18 @@ def _ensure_affordable(user_id, cost):
         raise billing.InsufficientCredits(cost, available or 0)
 
 
-def _commit_with_inputs(storage, inputs, write_rows):
-    """Store the inputs, then run and commit `write_rows`; on any failure roll back and keep
-    no file. The create's unit of work: `write_rows` and the helpers it calls (the debit, the
-    idempotency hook) neither commit nor roll back."""
+def _commit_with_inputs(storage, inputs, rows, charge, record_resource):
+    """Store the inputs, then add the rows, debit the charge and record the resource, and
+    commit; on any failure roll back and keep no file. The create's unit of work: the debit and
+    the idempotency hook it calls neither commit nor roll back."""
     try:
         for key, data in inputs:
             storage.save(key, data)
-        write_rows()
+        db.session.add_all(rows)
+        db.session.flush()  # the ledger row refers to the new rows
+        billing.debit(charge.user_id, charge.amount, charge.kind, **charge.resource)
+        if record_resource:
+            record_resource(**charge.resource)
         db.session.commit()
     except Exception:  # whatever stopped the create (a refused debit, the database, a hook…)
         db.session.rollback()
