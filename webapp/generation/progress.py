@@ -17,6 +17,7 @@ from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 
 # How often a request waiting for a photo looks at its row again.
 WAIT_INTERVAL_SECONDS = 0.2
+IDS_PER_QUERY = 500
 
 
 class Tally(NamedTuple):
@@ -95,20 +96,25 @@ class Progress:
 
 
 def tallies(batch_ids):
-    """{batch id: {status: Tally}} for these batches; a batch without generations is absent."""
+    """{batch id: {status: Tally}} for these batches; a batch without generations is absent.
+
+    Asked in chunks, so the reaper's list of every active batch stays within the bound
+    parameters a statement may carry (SQLite's limit)."""
+    batch_ids = list(batch_ids)
     found = {}
-    rows = db.session.execute(
-        select(
-            Generation.batch_id,
-            Generation.status,
-            func.count(),
-            func.coalesce(func.sum(Generation.cost), 0),
+    for start in range(0, len(batch_ids), IDS_PER_QUERY):
+        rows = db.session.execute(
+            select(
+                Generation.batch_id,
+                Generation.status,
+                func.count(),
+                func.coalesce(func.sum(Generation.cost), 0),
+            )
+            .where(Generation.batch_id.in_(batch_ids[start : start + IDS_PER_QUERY]))
+            .group_by(Generation.batch_id, Generation.status)
         )
-        .where(Generation.batch_id.in_(list(batch_ids)))
-        .group_by(Generation.batch_id, Generation.status)
-    )
-    for batch_id, status, images, credits in rows:
-        found.setdefault(batch_id, {})[status] = Tally(images, credits)
+        for batch_id, status, images, credits in rows:
+            found.setdefault(batch_id, {})[status] = Tally(images, credits)
     return found
 
 
