@@ -5,12 +5,16 @@ No stack trace ever reaches a client.
 
 import logging
 
-from flask import jsonify, render_template, request
+from flask import current_app, jsonify, make_response, render_template, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .extensions import db
 
 log = logging.getLogger(__name__)
+
+# What an outage answer tells a client to wait before it tries again.
+RETRY_AFTER_SECONDS = 5
 
 
 def wants_json():
@@ -26,7 +30,20 @@ def json_error(message, status, **fields):
 def _answer(status, title, message):
     if wants_json():
         return json_error(message, status)
-    return render_template("errors/error.html", code=status, title=title, message=message), status
+    html = render_template("errors/error.html", code=status, title=title, message=message)
+    return make_response(html, status)
+
+
+def _outage_answer(title, message):
+    """A 503 that asks nothing of the database: the outage page is rendered without the
+    context processors (Flask-Login's would load the signed-in user)."""
+    if wants_json():
+        response = json_error(message, 503)
+    else:
+        template = current_app.jinja_env.get_template("errors/outage.html")
+        response = make_response(template.render(title=title, message=message), 503)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def init_app(app):
@@ -39,6 +56,21 @@ def init_app(app):
     @app.errorhandler(HTTPException)
     def http_error(error):
         return _answer(error.code, error.name, error.description or error.name)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def database_unavailable(error):
+        """The database cannot be reached (or is too busy): an outage, not a bug. 503."""
+        try:
+            db.session.rollback()
+        except Exception:  # the connection is gone: there is nothing to roll back
+            pass
+        log.error("database unavailable on %s %s: %s", request.method, request.path, error)
+        return _outage_answer(
+            "Try again shortly",
+            "The service is briefly unavailable (its database cannot be reached); "
+            f"try again in {RETRY_AFTER_SECONDS} seconds.",
+        )
 
     @app.errorhandler(Exception)
     def unexpected_error(error):

@@ -1,5 +1,6 @@
 """Database models: users, tokens, batches, generations and the credit ledger."""
 
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -14,6 +15,16 @@ from .extensions import db
 def utcnow():
     """Naive UTC now: the one clock every row uses."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+# Every id we make (and an Idempotency-Key's row) fits this; anything else names no row.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def looks_like_id(value):
+    """Whether `value` could be one of our ids; checked before a query, so text that could
+    never match (a NUL, which PostgreSQL refuses outright) is simply not found."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 def new_batch_id():

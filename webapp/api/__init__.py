@@ -1,7 +1,6 @@
 """The JSON API: batches, single photos, the model catalog and the caller's account, and the
 kie.ai callback (see callbacks.py)."""
 
-import ijson
 from flask import Blueprint, abort, current_app, jsonify, request
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -22,13 +21,11 @@ from ..generation.validation import (
     parse_batch_request,
     parse_photo_request,
 )
-from ..models import Generation
+from ..models import Generation, looks_like_id
 from ..providers import get_provider
 from ..storage import get_storage
 from . import callbacks, idempotency, presenters
-
-# How much of the body the JSON parser reads at a time.
-READ_CHUNK = 256 * 1024
+from .json_body import parse_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 # No login: kie.ai calls it. CSRF-exempt with the rest of the API (see create_app).
@@ -50,55 +47,10 @@ def insufficient_credits(error):
 
 
 def _json_body():
-    """The body's JSON, parsed as it streams in.
-
-    A 50-image batch is about 70 MB of JSON. `json.loads` needs the whole text beside the
-    values it parses out of it, twice the body on top of the worker's own ~100 MB; parsed from
-    the stream, only the values are held. JSON is UTF-8 here, as RFC 8259 asks between systems.
-    """
+    """The request's JSON body, parsed as it streams in (json_body.py)."""
     if not request.is_json:
         raise ValidationError("The body must be JSON (Content-Type: application/json)", "body")
-    try:
-        stream = _Reader(request.stream, request.content_length)
-        (payload,) = ijson.items(stream, "", use_float=True, buf_size=READ_CHUNK)
-    except ijson.JSONError as error:
-        reason = _parse_error(error)
-        raise ValidationError(f"The body is not valid JSON: {reason}", "body") from None
-    return payload
-
-
-class _Reader:
-    """The request stream as the parser reads it, never past Content-Length.
-
-    The parser first reads 0 bytes to see what the stream answers, which Werkzeug's stream
-    takes for a client that hung up; and under a server that ends the stream itself
-    (gunicorn), one read after the last byte of a body of exactly MAX_REQUEST_BYTES would be
-    taken for a body over the limit.
-    """
-
-    def __init__(self, stream, length):
-        self.stream = stream
-        self.remaining = length  # None: chunked, the stream itself tells where it ends
-
-    def read(self, size=-1):
-        if self.remaining is not None:
-            size = self.remaining if size < 0 else min(size, self.remaining)
-        if not size:
-            return b""
-        data = self.stream.read(size)
-        if self.remaining is not None:
-            self.remaining -= len(data)
-        return data
-
-
-def _parse_error(error):
-    """The first line of the parser's message ("parse error: trailing garbage"), without the
-    excerpt of the body it draws under it."""
-    message = error.args[0] if error.args else ""
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", "replace")
-    lines = str(message).strip().splitlines()
-    return lines[0] if lines else "it could not be read"
+    return parse_json(request.stream, request.content_length)
 
 
 @bp.post("/generate/batch")
@@ -123,6 +75,14 @@ def batch_status():
         return json_error("jobIds is required: comma-separated generation ids", 400, field="jobIds")
     if len(job_ids) > MAX_JOB_IDS:
         return json_error(f"jobIds lists more than {MAX_JOB_IDS} ids", 400, field="jobIds")
+    malformed = [job_id for job_id in job_ids if not looks_like_id(job_id)]
+    if malformed:
+        return json_error(
+            f"jobIds holds {len(malformed)} value(s) that are not generation ids "
+            "(letters, digits, _ and -, at most 64)",
+            400,
+            field="jobIds",
+        )
     batch_id = request.args.get("batchId") or None
     if batch_id:
         _own_batch(batch_id)

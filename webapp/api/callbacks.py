@@ -7,6 +7,7 @@ KIE_WEBHOOK_HMAC_KEY is set. Unknown or finished tasks answer 200 (anything else
 retry for nothing), so a duplicate callback finds nothing waiting and changes nothing.
 """
 
+import re
 import time
 
 from flask import current_app, jsonify, request
@@ -15,6 +16,7 @@ from tasks import get_queue
 
 from ..errors import json_error
 from ..generation.callbacks import generation_awaiting
+from ..generation.validation import ValidationError
 from ..providers.kie.callbacks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -22,13 +24,23 @@ from ..providers.kie.callbacks import (
     signature_is_valid,
 )
 from ..providers.kie.payloads import stored_task_ids
+from .json_body import parse_json
+
+# kie's task ids are short printable text; we store them with a style prefix in 128 characters.
+TASK_ID = re.compile(r"[\x21-\x7e]{1,100}")
 
 
 def kie_callback():
     """Verify the callback, then ring one poll of the generation waiting on its task."""
-    task_id = callback_task_id(request.get_json(silent=True, force=True))
+    try:
+        payload = parse_json(request.stream, request.content_length)
+    except ValidationError as error:
+        return json_error(f"The callback could not be read: {error.message}", 400)
+    task_id = callback_task_id(payload)
     if task_id is None:
         return json_error("The callback names no task (data.taskId, data.task_id or taskId)", 400)
+    if not TASK_ID.fullmatch(task_id):
+        return json_error("The callback's task id is not one kie.ai gives (printable ASCII)", 400)
     key = current_app.config["KIE_WEBHOOK_HMAC_KEY"]
     if key and not signature_is_valid(
         key,

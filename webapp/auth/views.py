@@ -1,5 +1,8 @@
 """Sign-in pages: Telegram (Login Widget and Mini App), one-time links, API tokens; sign-out."""
 
+import re
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     abort,
@@ -17,6 +20,9 @@ from .login_links import use_login_link, user_for_login_link
 from .telegram import TelegramAuthError, user_for_telegram, verify_login_widget, verify_mini_app
 
 bp = Blueprint("auth", __name__)
+
+BROWSER_DROPS = re.compile(r"[\t\n\r]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # The form fields our pages add to Telegram's own when they post them on.
 OWN_FIELDS = ("csrf_token",)
@@ -98,7 +104,19 @@ def _login_page():
 
 
 def _safe_next(target):
-    """Only same-site paths: never redirect a signed-in user to another host."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
+    """Only same-site paths: never redirect a signed-in user to another host.
+
+    Browsers drop tabs and line breaks from a URL (`/%09/evil.example` reaches us as a tab,
+    and a browser goes to `//evil.example`) and read a backslash as a slash: those are dropped
+    or refused before the path is checked, and any other control character refuses it.
+    """
+    path = BROWSER_DROPS.sub("", target or "")
+    if (
+        path.startswith("/")
+        and not path.startswith("//")
+        and "\\" not in path
+        and not CONTROL.search(path)
+        and not urlsplit(path).netloc
+    ):
+        return path
     return url_for("web.index")

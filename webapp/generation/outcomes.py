@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from .. import billing
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
-from ..providers import RETRIED, Done, Submitted, Throttled
+from ..providers import RETRIED, Done, Failed, Submitted, Throttled
 from ..words import count_of
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,26 @@ log = logging.getLogger(__name__)
 CANCELLED_MESSAGE = "Cancelled before it started; its credits were refunded."
 
 
+class StorageUnavailable(Exception):
+    """The media storage refused to keep a result (a full disk, a read-only folder, an outage)."""
+
+
+def storage_failure(action):
+    """The retryable Failed for a storage that could not `action` ("read the input image")."""
+    return Failed(
+        "storage_unavailable",
+        f"Our image storage could not {action} (a problem on our side, not with your image). "
+        f"{RETRIED}",
+        True,
+    )
+
+
 def record_outcome(claim, outcome, storage, settings):
-    """Write an attempt's outcome, fenced on its lease; False if the lease was lost."""
+    """Write an attempt's outcome, fenced on its lease; False if the lease was lost.
+
+    Raises StorageUnavailable, having written nothing, when a finished image cannot be stored:
+    the caller decides whether the attempt is retried or the upstream asked again.
+    """
     if isinstance(outcome, Done):
         return _finish_success(claim, outcome, storage)
     if isinstance(outcome, Submitted):
@@ -85,7 +103,11 @@ def _finish_success(claim, outcome, storage):
     generation = claim.generation
     folder = generation.batch_id or "photos"
     key = f"results/{folder}/{generation.id}.{outcome.extension}"
-    storage.save(key, outcome.image)
+    try:
+        storage.save(key, outcome.image)
+    except OSError as error:
+        log.warning("storing the result of %s failed: %s", generation.id, error)
+        raise StorageUnavailable(str(error)) from error
     return fenced_update(
         claim,
         status=GenerationStatus.SUCCESS,

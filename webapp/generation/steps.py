@@ -27,7 +27,15 @@ from ..providers import (
 )
 from ..words import count_of
 from .claims import Claim, claim_for_batch, claim_generation
-from .outcomes import fail_and_refund, fenced_update, lease_end, record_outcome, return_to_pending
+from .outcomes import (
+    StorageUnavailable,
+    fail_and_refund,
+    fenced_update,
+    lease_end,
+    record_outcome,
+    return_to_pending,
+    storage_failure,
+)
 from .progress import finalize_batch
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,9 @@ def run_claim(claim, provider, storage, settings):
             input_image = storage.read(generation.input_key) if generation.input_key else None
         except FileNotFoundError:
             outcome = Failed("input_missing", "The input image is missing from storage.")
+        except OSError as error:
+            log.warning("reading the input of %s failed: %s", generation.id, error)
+            outcome = storage_failure("read the input image")
         else:
             try:
                 outcome = provider.submit(_request_for(generation, input_image))
@@ -62,7 +73,12 @@ def run_claim(claim, provider, storage, settings):
                 message = f"The image engine failed unexpectedly. {RETRIED}"
                 outcome = Failed("engine_error", message, True)
         outcome = _bound_upstream_wait(outcome, generation, settings)
-        record_outcome(claim, outcome, storage, settings)
+        try:
+            record_outcome(claim, outcome, storage, settings)
+        except StorageUnavailable:
+            # Made here and lost: the attempt is retried with backoff, or fails and is refunded.
+            outcome = storage_failure("store the finished image")
+            record_outcome(claim, outcome, storage, settings)
     return outcome
 
 
@@ -224,8 +240,8 @@ def poll_step(generation_id, provider, storage, settings):
         # The task is paid for upstream: keep asking (until the deadline), never resubmit.
         log.exception("polling %s failed", generation.id)
         outcome = Pending()
+    waited = (utcnow() - generation.started_at).total_seconds()
     if isinstance(outcome, Pending):
-        waited = (utcnow() - generation.started_at).total_seconds()
         if waited <= settings.poll_timeout_seconds:
             fenced_update(claim, lease_expires_at=lease_end(settings))
             return StepResult(poll_generation=generation.id)
@@ -235,7 +251,19 @@ def poll_step(generation_id, provider, storage, settings):
         )
         fail_and_refund(generation, claim.token, "upstream_timeout", message)
     else:
-        record_outcome(claim, outcome, storage, settings)
+        try:
+            record_outcome(claim, outcome, storage, settings)
+        except StorageUnavailable:
+            # The result waits upstream, paid for: fetch it again at the next poll, never
+            # resubmit; past the deadline, the image fails and is refunded.
+            if waited <= settings.poll_timeout_seconds:
+                fenced_update(claim, lease_expires_at=lease_end(settings))
+                return StepResult(poll_generation=generation.id)
+            message = (
+                "Our image storage could not store the finished image (a problem on our side, "
+                "not with your image). Your credits were refunded."
+            )
+            fail_and_refund(generation, claim.token, "storage_unavailable", message)
     if generation.batch_id:
         finalize_batch(generation.batch_id)
     return StepResult(ring_batch=generation.batch_id)

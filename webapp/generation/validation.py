@@ -8,7 +8,6 @@ import base64
 import binascii
 import io
 import re
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image
@@ -20,6 +19,9 @@ PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_PROMPT_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 200
+# Text may hold tabs and line breaks; no other control character (PostgreSQL stores no NUL).
+CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL_IN_ID = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ValidationError(Exception):
@@ -122,6 +124,11 @@ def parse_batch_request(payload, catalog, limits):
             raise ValidationError(
                 f"{field}.id is longer than {MAX_CLIENT_ID_CHARS} characters", f"{field}.id"
             )
+        if CONTROL_IN_ID.search(client_id):
+            raise ValidationError(
+                f"{field}.id contains a control character (such as NUL or a line break)",
+                f"{field}.id",
+            )
         if client_id in seen:
             raise ValidationError(f"{field}.id {client_id!r} is used twice", f"{field}.id")
         seen.add(client_id)
@@ -179,41 +186,61 @@ def decode_image(data_url, field, limits, client_id=None):
 
 def check_image(raw, field, limits, client_id=None, expected_format=None):
     """Prove with Pillow that `raw` is a whole PNG, JPEG or WebP (or `expected_format`) image
-    within the byte and pixel limits; answers an ImageInput."""
+    within the byte and pixel limits, every pixel decoded; answers an ImageInput.
+
+    A PNG or WebP with bytes after its end (an HTML tail that makes it a polyglot, say) is
+    refused: the image is all we store. A JPEG may carry more after its first image (phones
+    store MPO pictures and previews there), so its tail is kept, and served as an image only.
+    """
     if not raw:
         raise ValidationError(f"{field} is empty", field)
     if len(raw) > limits.max_image_bytes:
         raise ValidationError(_too_big(field, limits), field)
     formats = [expected_format] if expected_format else list(EXTENSIONS)
     described = expected_format or "PNG, JPEG or WebP"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(raw), formats=formats) as image:
-                found_format = image.format
-                width, height = image.size
-                if width * height > limits.max_pixels:
-                    raise ValidationError(_too_many_pixels(field, width, height, limits), field)
-                _decode_fully(image)
-        except ValidationError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ValidationError(_too_many_pixels(field, None, None, limits), field) from None
-        except Exception:
-            # Pillow raises many types for corrupt data; to the client they all mean one thing.
-            raise ValidationError(f"{field} is not a readable {described} image", field) from None
+    try:
+        with Image.open(io.BytesIO(raw), formats=formats) as image:
+            found_format = image.format
+            width, height = image.size
+        # The header is all Pillow has read: refuse a bomb before a pixel is decoded.
+        if width * height > limits.max_pixels:
+            raise ValidationError(_too_many_pixels(field, width, height, limits), field)
+        end = _decode_fully(raw, found_format)
+    except ValidationError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own bound, past ours; only a warning outside the tests' warning filter.
+        raise ValidationError(_too_many_pixels(field, None, None, limits), field) from None
+    except Exception:
+        # Pillow raises many types for corrupt data; to the client they all mean one thing.
+        raise ValidationError(f"{field} is not a readable {described} image", field) from None
+    if end is not None and end != len(raw):
+        extra = len(raw) - end
+        raise ValidationError(
+            f"{field} has {extra:,} bytes after the end of its {found_format} image; "
+            "send the image alone",
+            field,
+        )
     return ImageInput(client_id, raw, EXTENSIONS[found_format], width, height)
 
 
-def _decode_fully(image):
-    """Read every byte of the image, so a truncated or corrupt file is caught now."""
-    if image.format == "PNG":
-        image.verify()  # checks every chunk's CRC without inflating the pixels
-    else:
-        if image.format == "JPEG":
+def _decode_fully(raw, image_format):
+    """Decode every pixel, so a truncated or corrupt file is caught now; answers the offset
+    where the image ends (None for a JPEG, whose tail is not ours to judge)."""
+    end = None
+    if image_format == "PNG":
+        stream = io.BytesIO(raw)
+        with Image.open(stream, formats=["PNG"]) as image:
+            image.verify()  # every chunk's CRC, up to IEND
+        end = stream.tell() + 4  # IEND's CRC
+    elif image_format == "WEBP":
+        end = int.from_bytes(raw[4:8], "little") + 8  # the RIFF header's size, plus itself
+    with Image.open(io.BytesIO(raw), formats=[image_format]) as image:
+        if image_format == "JPEG":
             # Decoding at 1/8 scale still reads the whole stream, at a fraction of the cost.
             image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-        image.load()
+        image.load()  # inflates the pixels: corrupt compressed data fails here
+    return end
 
 
 def _too_big(field, limits):
@@ -237,6 +264,7 @@ def _parse_generation(payload, catalog, mode):
         raise ValidationError("prompt is required and must not be empty", "prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValidationError(f"prompt is longer than {MAX_PROMPT_CHARS} characters", "prompt")
+    _refuse_control_characters(prompt, "prompt")
     negative_prompt = payload.get("negativePrompt")
     if negative_prompt is not None and not isinstance(negative_prompt, str):
         raise ValidationError("negativePrompt must be a string", "negativePrompt")
@@ -244,6 +272,8 @@ def _parse_generation(payload, catalog, mode):
         raise ValidationError(
             f"negativePrompt is longer than {MAX_PROMPT_CHARS} characters", "negativePrompt"
         )
+    if negative_prompt:
+        _refuse_control_characters(negative_prompt, "negativePrompt")
     model_id = payload.get("model")
     if not isinstance(model_id, str) or not model_id:
         raise ValidationError("model is required (see GET /api/models)", "model")
@@ -284,6 +314,11 @@ def _parse_generation(payload, catalog, mode):
         quality=quality,
         aspect_ratio=aspect_ratio,
     )
+
+
+def _refuse_control_characters(text, field):
+    if CONTROL_IN_TEXT.search(text):
+        raise ValidationError(f"{field} contains a control character (such as NUL)", field)
 
 
 def parse_concurrency(value, limits):

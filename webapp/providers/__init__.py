@@ -97,7 +97,9 @@ def create_provider(config, make_pacer=lambda: UNPACED):
     if backend == "local":
         from .local import LocalProvider
 
-        return LocalProvider(delay_seconds=config["LOCAL_ENGINE_DELAY"])
+        return LocalProvider(
+            delay_seconds=config["LOCAL_ENGINE_DELAY"], max_pixels=config["MAX_IMAGE_PIXELS"]
+        )
     if backend == "kie":
         from .kie import KieProvider
 

@@ -90,13 +90,24 @@ def target_size(quality, aspect_ratio, source_size=None):
     return max(1, round(long_side * width / height)), long_side
 
 
-def render(input_image, prompt, quality, aspect_ratio):
-    """Run the prompt's edits on the input (or draw one, for text-to-image); PNG bytes."""
+class TooManyPixels(ValueError):
+    """A stored input larger than the pixel limit: it is not decoded."""
+
+
+def render(input_image, prompt, quality, aspect_ratio, max_pixels=None):
+    """Run the prompt's edits on the input (or draw one, for text-to-image); PNG bytes.
+
+    The input was proven when it was uploaded; it is read back from storage, so its size is
+    checked again (against `max_pixels`) before a pixel of it is decoded.
+    """
     edits = parse_edits(prompt)
     if input_image is None:
         image = _draw_from_text(prompt, target_size(quality, aspect_ratio), edits)
     else:
         with Image.open(io.BytesIO(input_image)) as source:
+            width, height = source.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise TooManyPixels(f"{width}×{height} is more than {max_pixels:,} pixels")
             image = ImageOps.exif_transpose(source)
             image.load()
         image = _edit(image, edits, quality, aspect_ratio)

@@ -9,7 +9,7 @@ import time
 
 from ..pacing import UNPACED
 from . import Done, Failed
-from .imaging import render
+from .imaging import TooManyPixels, render
 
 
 class LocalProvider:
@@ -17,8 +17,9 @@ class LocalProvider:
     paced = False  # in-process: no upstream to pace
     pacer = UNPACED
 
-    def __init__(self, delay_seconds=0.0):
+    def __init__(self, delay_seconds=0.0, max_pixels=None):
         self.delay_seconds = delay_seconds
+        self.max_pixels = max_pixels  # MAX_IMAGE_PIXELS, checked again on the stored input
 
     def submit(self, request):
         """Render the image at once (the local engine has no remote task to wait for)."""
@@ -30,7 +31,10 @@ class LocalProvider:
                 request.prompt,
                 request.quality,
                 request.aspect_ratio,
+                self.max_pixels,
             )
+        except TooManyPixels as error:
+            return Failed("invalid_input", f"The input image is too large to edit: {error}.")
         except OSError as error:
             return Failed("invalid_input", f"The input image could not be read: {error}")
         return Done(image, "png")

@@ -121,4 +121,6 @@ def verify(key, expires, signature, secret, now=None):
         return False
     if expires < (now or time.time()):
         return False
-    return hmac.compare_digest(_signature(secret, key, expires), signature or "")
+    if not isinstance(signature, str) or not signature.isascii():
+        return False  # compare_digest takes ASCII text only; no signature of ours is anything else
+    return hmac.compare_digest(_signature(secret, key, expires), signature)

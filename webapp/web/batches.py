@@ -24,7 +24,7 @@ from ..generation.ownership import owned_batch
 from ..generation.progress import Progress, progress_of
 from ..generation.retry import AlreadyRetried, NothingToRetry, retry_failed, retry_of
 from ..generation.validation import Limits, ValidationError
-from ..models import Batch, Generation, GenerationStatus, utcnow
+from ..models import Batch, Generation, GenerationStatus, looks_like_id, utcnow
 from ..providers import get_provider
 from ..storage import get_storage
 from ..words import count_of
@@ -136,6 +136,8 @@ def download(batch_id):
 @login_required
 def download_result(batch_id, generation_id):
     """One finished image, as a file named like its entry in the zip."""
+    if not looks_like_id(generation_id):
+        abort(404)
     generation = db.session.scalar(
         select(Generation).where(
             Generation.id == generation_id,

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 from flask import make_response, redirect, render_template, request
 
+from .numbers import whole_number
+
 
 def is_htmx():
     """The request comes from htmx (the one place that reads HX-Request)."""
@@ -53,6 +55,6 @@ class Page:
 
 def page_of(session, query, size):
     """Run `query` for the page named by `?page=` (1 when absent or nonsense)."""
-    number = max(request.args.get("page", 1, type=int), 1)
+    number = max(whole_number(request.args.get("page")) or 1, 1)
     rows = list(session.execute(query.offset((number - 1) * size).limit(size + 1)).all())
     return Page(rows=rows[:size], number=number, has_older=len(rows) > size)

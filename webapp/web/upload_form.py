@@ -4,6 +4,7 @@ the cost line while the form is being filled in. Built on the API's checks
 
 from ..billing.quotes import quote
 from ..generation.validation import (
+    CONTROL_IN_ID,
     MAX_CLIENT_ID_CHARS,
     BatchSpec,
     ValidationError,
@@ -11,6 +12,7 @@ from ..generation.validation import (
     parse_concurrency,
     parse_upload_settings,
 )
+from .numbers import whole_number
 
 
 class FormErrors(ValidationError):
@@ -62,8 +64,8 @@ def form_settings(fields, catalog):
 def quote_form(fields, catalog, limits, balance, request_limit):
     """Price the form as it stands. Images are checked first (the first thing a person does),
     then the settings, then the balance."""
-    count = _whole_number(fields.get("imageCount"))
-    size = _whole_number(fields.get("imageBytes"))
+    count = whole_number(fields.get("imageCount"))
+    size = whole_number(fields.get("imageBytes"))
     settings = form_settings(fields, catalog)
     price = catalog.get(settings["model"]).price(settings["quality"])
     problems = []
@@ -89,7 +91,8 @@ def _check_uploads(uploads, limits):
     images = []
     seen = set()
     for filename, raw in uploads:
-        name = (filename or "image")[:MAX_CLIENT_ID_CHARS]
+        # A file's name is only its label here: control characters become "_".
+        name = CONTROL_IN_ID.sub("_", filename or "image")[:MAX_CLIENT_ID_CHARS]
         client_id, copy = name, 1
         while client_id in seen:  # two files may share a name; client ids may not
             copy += 1
@@ -103,9 +106,11 @@ def _check_uploads(uploads, limits):
 
 
 def _parse_form_concurrency(value, limits):
-    """A form sends text: "4" is 4, and an empty choice is the default."""
+    """A form sends text: "4" is 4, an empty choice is the default, and anything else is the
+    API's "not a whole number"."""
     if isinstance(value, str):
-        value = int(value) if value.strip().isdigit() else value or None
+        number = whole_number(value)
+        value = number if number is not None else value or None
     return parse_concurrency(value, limits)
 
 
@@ -117,6 +122,3 @@ def _collect(errors, parse, *args):
         errors.setdefault(error.field, error.message)
         return None
 
-
-def _whole_number(value):
-    return int(value) if isinstance(value, str) and value.strip().isdigit() else None

@@ -10,6 +10,7 @@ import base64
 import logging
 import time
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -20,6 +21,8 @@ from .codes import as_int, refusal
 log = logging.getLogger(__name__)
 
 USER_AGENT = "batchgen/0.1"
+# The largest result we download: a 4k PNG is a few tens of MB.
+MAX_RESULT_BYTES = 64 * 1024 * 1024
 # Connections kept open per host: one per consumer thread, with room to spare.
 POOL_SIZE = 16
 UPLOAD_PATH = "/api/file-base64-upload"
@@ -101,20 +104,27 @@ class KieClient:
         return url
 
     def download(self, url):
-        """A result's bytes from kie's CDN, fetched without our Authorization; raises Refused."""
+        """A result's bytes from kie's CDN, fetched without our Authorization; raises Refused.
+
+        Only http(s) links are followed, and at most MAX_RESULT_BYTES are read: a result larger
+        than any image we make is refused, not held in memory.
+        """
+        if urlsplit(url).scheme not in ("http", "https"):
+            message = "kie.ai sent a result link that is not http(s)."
+            raise Refused(Failed("generation_failed", message))
         try:
-            response = self.session.get(
-                url, headers={"User-Agent": USER_AGENT}, timeout=self.timeout
-            )
+            with self.session.get(
+                url, headers={"User-Agent": USER_AGENT}, timeout=self.timeout, stream=True
+            ) as response:
+                status = response.status_code
+                if status >= 500 or status == 429:
+                    raise Refused(refusal(status, ""), status)
+                if not response.ok:
+                    message = f"The finished image could not be downloaded (HTTP {status})."
+                    raise Refused(Failed("result_unavailable", message), status)
+                return _read_bounded(response, MAX_RESULT_BYTES)
         except requests.RequestException as error:
             raise Refused(transport_failure(error)) from None
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise Refused(refusal(status, ""), status)
-        if not response.ok:
-            message = f"The finished image could not be downloaded (HTTP {status})."
-            raise Refused(Failed("result_unavailable", message), status)
-        return response.content
 
     def balance(self):
         """Our kie account's credit balance."""
@@ -142,6 +152,18 @@ def pooled_session():
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def _read_bounded(response, limit):
+    """The body of a streamed response, refused once it passes `limit` bytes."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=256 * 1024):
+        size += len(chunk)
+        if size > limit:
+            message = f"kie.ai sent a result larger than {limit // 2**20} MB."
+            raise Refused(Failed("result_unavailable", message))
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def answer_data(answer):
