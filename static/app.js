@@ -1,4 +1,5 @@
-// Say so when an htmx request fails, rather than leaving the page silently out of date.
+// Say so when an htmx request fails, rather than leaving the page silently out of date; and the
+// dialog behaviour that would otherwise be inline handlers, which the page's CSP does not run.
 (function () {
   "use strict";
 
@@ -20,6 +21,20 @@
   document.addEventListener("htmx:afterRequest", function (event) {
     if (event.detail.successful) {
       document.getElementById("request-error").hidden = true;
+    }
+    // The cancel dialog's confirm: close the dialog, and take the focus to what it did.
+    const form = event.detail.elt;
+    if (form.matches && form.matches("form[data-closes-dialog]")) {
+      form.closest("dialog").close();
+      document.getElementById("batch-notice").focus();
+    }
+  });
+
+  // A dialog htmx fills opens once its content has settled in.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    const dialog = event.target;
+    if (dialog.matches && dialog.matches("dialog[data-opens-when-filled]") && !dialog.open) {
+      dialog.showModal();
     }
   });
 })();

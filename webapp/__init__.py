@@ -43,10 +43,11 @@ def create_app(config=None, instance_path=None):
     # The migrations live inside the package, so an installed wheel carries them too.
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
 
-    from . import auth, errors, providers, storage
+    from . import auth, errors, headers, providers, storage
 
     auth.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
     storage.init_app(app)
     providers.init_app(app)
 

@@ -82,6 +82,25 @@ def photos(folder, count):
     return paths
 
 
+# Logged as errors, and expected: a refused upload's 422, and htmx's notice of a poll cut short
+# when the page moves on ("htmx:sendAbort", "htmx:afterRequest").
+EXPECTED_NOISE = ("Failed to load resource", "htmx:")
+
+
+def console_errors(page):
+    """Every error the page logs (a refusal by the Content Security Policy among them, or
+    htmx finding no element for an attribute) and every uncaught exception, as they happen."""
+    errors = []
+    page.on(
+        "console",
+        lambda message: errors.append(f"{message.text} @ {message.location}")
+        if message.type == "error" and not message.text.startswith(EXPECTED_NOISE)
+        else None,
+    )
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
 def sign_in_with_a_link(page, app, base_url, user_id):
     """What `make run` prints: a one-time link; its page has the button that signs in."""
     with app.app_context():
@@ -125,6 +144,7 @@ def test_upload_three_images_watch_the_grid_finish_and_download_the_zip(
     alice, _ = create_user(app, "alice", credits=100)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = chromium.new_page(viewport={"width": 1100, "height": 900})
+    errors = console_errors(page)
 
     sign_in_with_a_link(page, app, base_url, alice)
     assert page.inner_text("#credits") == "alice · 100⭐"
@@ -180,6 +200,8 @@ def test_upload_three_images_watch_the_grid_finish_and_download_the_zip(
     archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
     assert archive.namelist() == ["01-photo-0.png", "02-photo-1.png", "03-photo-2.png"]
     assert page.inner_text("#credits") == "alice · 91⭐"
+    # No script error, and nothing the Content Security Policy refused.
+    assert sorted(set(errors)) == [], "\n".join(sorted(set(errors)))
     page.close()
 
 
@@ -189,6 +211,7 @@ def test_cancel_a_sequential_batch_on_a_phone_and_see_the_refund_in_the_header(
     app, base_url = live_server
     bob, _ = create_user(app, "bob", credits=100)
     page = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    errors = console_errors(page)
 
     sign_in_with_a_link(page, app, base_url, bob)
     assert not page.evaluate(OVERFLOWS)
@@ -233,4 +256,5 @@ def test_cancel_a_sequential_batch_on_a_phone_and_see_the_refund_in_the_header(
     assert statuses.count("success") == 8 - cancelled
     page.reload()
     assert page.inner_text("#credits") == f"bob · {100 - 3 * (8 - cancelled)}⭐"
+    assert errors == []  # the dialog opened and closed without an inline handler
     page.close()

@@ -52,6 +52,7 @@ def download(key):
     if not storage.exists(key):
         abort(404)
     mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    response = send_file(path, mimetype=mimetype, max_age=0)
+    # Named, and shown inline: with nosniff (webapp/headers.py) it is only ever an image.
+    response = send_file(path, mimetype=mimetype, max_age=0, download_name=key.rsplit("/", 1)[-1])
     response.headers["Cache-Control"] = "private, max-age=300"
     return response
