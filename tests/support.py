@@ -5,6 +5,7 @@ import contextlib
 import io
 import os
 import socket
+import threading
 import time
 
 from PIL import Image
@@ -217,6 +218,29 @@ def media_files(app):
     for folder, _, files in os.walk(root):
         found.extend(os.path.join(folder, name) for name in files)
     return found
+
+
+def free_port():
+    """A port of 127.0.0.1 nobody listens on, so the app can be told its public URL first."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(app, port):
+    """The app on a real HTTP port of 127.0.0.1, where the stub's callbacks reach it."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
 
 
 def service_available(host, port):

@@ -46,6 +46,7 @@ ENVIRONMENT = {
     "RETRY_BASE_SECONDS": ("RETRY_BASE_SECONDS", float),
     "RETRY_CAP_SECONDS": ("RETRY_CAP_SECONDS", float),
     "KIE_TIMEOUT_SECONDS": ("KIE_TIMEOUT_SECONDS", float),
+    "KIE_CONFIRM_GRACE_SECONDS": ("KIE_CONFIRM_GRACE_SECONDS", float),
     "PHOTO_WAIT_SECONDS": ("PHOTO_WAIT_SECONDS", float),
     "POLL_TIMEOUT_SECONDS": ("POLL_TIMEOUT_SECONDS", int),
     "SIGNED_URL_SECONDS": ("SIGNED_URL_SECONDS", int),
@@ -74,6 +75,9 @@ def defaults(instance_path):
         "KIE_WEBHOOK_HMAC_KEY": None,
         # Read timeout of one call to kie.ai (the connect timeout is 5 s).
         "KIE_TIMEOUT_SECONDS": 30.0,
+        # A create whose answer was lost waits this long for kie's callback to name its task
+        # before the image is created again (only with callbacks, i.e. PUBLIC_BASE_URL).
+        "KIE_CONFIRM_GRACE_SECONDS": 120.0,
         "TELEGRAM_BOT_TOKEN": None,
         # The bot's username (without @), which Telegram's Login Widget needs on the login page.
         "TELEGRAM_BOT_NAME": None,

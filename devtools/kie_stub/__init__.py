@@ -49,6 +49,8 @@ class KieStub:
         rate_429=0.0,
         error_5xx_rate=0.0,
         timeout_rate=0.0,
+        lost_answer_rate=0.0,
+        lost_answers=(),
         polls_until_done=2,
         seed=0,
         api_key="test-key",
@@ -69,6 +71,10 @@ class KieStub:
         self.rate_429 = rate_429  # random 429s, beside the limit below
         self.error_5xx_rate = error_5xx_rate
         self.timeout_rate = timeout_rate
+        # Creates accepted, then the connection dropped before the answer: the task exists
+        # (and calls back), the client never learns its id from the create.
+        self.lost_answer_rate = lost_answer_rate
+        self.lost_answers = set(lost_answers)  # 1-based numbers of accepted creates to drop
         self.polls_until_done = polls_until_done
         self.api_key = api_key  # None: any Bearer token will do
         self.fail_code = fail_code
@@ -199,7 +205,8 @@ class KieStub:
             with self.lock:
                 self.rejected.append((style, problem))
             return self._refuse("invalid", 422, problem)
-        return self._accept(style, body, fails, arrived)
+        answer, lost = self._accept(style, body, fails, arrived)
+        return None if lost else answer
 
     def _accept(self, style, body, fails, arrived):
         task_id = uuid.uuid4().hex
@@ -208,10 +215,11 @@ class KieStub:
             if self._over_limit(arrived):
                 self.counts["rate_limited"] += 1
                 self.counts["over_limit"] += 1
-                return {"code": 429, "msg": "Rate limit exceeded: 20 requests per 10s"}
+                return {"code": 429, "msg": "Rate limit exceeded: 20 requests per 10s"}, False
             if self.credits is not None and self.credits < 1:
                 self.counts["out_of_credits"] += 1
-                return {"code": 402, "msg": "Credits insufficient. Please top up your account."}
+                answer = {"code": 402, "msg": "Credits insufficient. Please top up your account."}
+                return answer, False
             if self.credits is not None:
                 self.credits -= 1
             self.files[f"results/{task_id}.png"] = result
@@ -226,9 +234,16 @@ class KieStub:
             self.created.append(body)
             self.created_times.append(arrived)
             self.counts["create"] += 1
+            # The task exists either way; a lost answer only never reaches the client.
+            lost = (
+                len(self.created) in self.lost_answers
+                or self.random.random() < self.lost_answer_rate
+            )
+            if lost:
+                self.counts["lost_answer"] += 1
         if body.get("callBackUrl") and self.auto_callbacks:
             self._call_back_later(task_id)
-        return {"code": 200, "msg": "success", "data": {"taskId": task_id}}
+        return {"code": 200, "msg": "success", "data": {"taskId": task_id}}, lost
 
     def _over_limit(self, now):
         """Whether `rate_limit` creates were accepted in the last window (call under the lock)."""

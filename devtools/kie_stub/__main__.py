@@ -31,6 +31,9 @@ def main(argv=None):
     parser.add_argument("--rate-429", type=float, default=0.0, help="share of creates refused")
     parser.add_argument("--error-5xx-rate", type=float, default=0.0)
     parser.add_argument("--timeout-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--lost-answer-rate", type=float, default=0.0, help="creates accepted, answer dropped"
+    )
     parser.add_argument("--rate-limit", type=_rate_limit, default=(20, 10.0), help="20/10")
     parser.add_argument("--retry-after", type=float, default=None)
     parser.add_argument("--credits", type=int, default=None, help="account balance (unlimited)")

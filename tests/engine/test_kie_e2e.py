@@ -2,15 +2,12 @@
 kie client, and a stub kie.ai on 127.0.0.1 (devtools/kie_stub) that refuses what kie would refuse,
 limits creates to 20 per 10 s and calls back when a task finishes."""
 
-import contextlib
 import io
-import socket
-import threading
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from PIL import Image
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from devtools.kie_stub import KieStub, busiest_window
 from tests.support import (
@@ -20,10 +17,12 @@ from tests.support import (
     create_user,
     data_url,
     fetch_result,
+    free_port,
     generation_rows,
     image_bytes,
     photo_body,
     running_consumer,
+    serving,
     wait_for,
 )
 from webapp.catalog import load_catalog
@@ -35,27 +34,6 @@ from webapp.providers.kie import KieProvider
 PRICE = 3  # flux-2, the kontext pro model and nano-banana at 1k, in credits
 INPUT_SIZE = (64, 48)  # what tests.support.image_bytes draws
 RESULT_SIZE = (128, 96)  # the stub answers the input at twice its size
-
-
-def free_port():
-    """A port of 127.0.0.1 nobody listens on, so the app can be told its public URL first."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(app, port):
-    """The app on a real HTTP port of 127.0.0.1, where the stub's callbacks reach it."""
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 def _request(model_id, mode="i2i"):
@@ -235,7 +213,14 @@ def test_signed_callbacks_finish_images_that_polling_would_not_reach_for_an_hour
                 duplicates = stub.deliver_callbacks()
         downloads = len(stub.result_downloads)
 
-    assert {body["callBackUrl"] for body in stub.created} == {f"{base_url}/api/callbacks/kie"}
+    callbacks = [urlsplit(body["callBackUrl"]) for body in stub.created]
+    assert {f"{url.scheme}://{url.netloc}{url.path}" for url in callbacks} == {
+        f"{base_url}/api/callbacks/kie"
+    }
+    # Each names its attempt: the generation, the lease token, the API style, signed.
+    named = [dict(parse_qsl(url.query)) for url in callbacks]
+    assert {query["generation"] for query in named} == {row["id"] for row in rows_after_forged}
+    assert all(query.keys() == {"generation", "attempt", "style", "sig"} for query in named)
     assert forged == [401] * 3
     assert [row["status"] for row in rows_after_forged] == ["processing"] * 3
     assert delivered == [200] * 3

@@ -462,6 +462,8 @@ def kie_config(**overrides):
         "KIE_TIMEOUT_SECONDS": 7.5,
         "UPSTREAM_RATE_PERIOD": 10,
         "PUBLIC_BASE_URL": None,
+        "SECRET_KEY": "test-secret",
+        "KIE_CONFIRM_GRACE_SECONDS": 120.0,
     }
     config.update(overrides)
     return config

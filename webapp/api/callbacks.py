@@ -1,8 +1,9 @@
 """POST /api/callbacks/kie: kie.ai says a task finished, so poll it now rather than at its turn.
 
-The callback only shortens the wait. Its body is never trusted for the result: the poll it
-rings asks kie itself, as a scheduled poll would, so a forged or replayed callback can at most
-make us ask early. That is also why an unsigned callback is accepted when no
+The callback only shortens the wait, and names the task of a create whose answer was lost
+(each callBackUrl names its attempt, signed with SECRET_KEY). Its body is never trusted for the
+result: the poll it rings asks kie itself, as a scheduled poll would, so a forged or replayed
+callback can at most make us ask early. That is also why an unsigned callback is accepted when no
 KIE_WEBHOOK_HMAC_KEY is set. Unknown or finished tasks answer 200 (anything else makes kie
 retry for nothing), so a duplicate callback finds nothing waiting and changes nothing.
 """
@@ -15,11 +16,12 @@ from flask import current_app, jsonify, request
 from tasks import get_queue
 
 from ..errors import json_error
-from ..generation.callbacks import generation_awaiting
+from ..generation.callbacks import adopt_upstream_task, generation_awaiting
 from ..generation.validation import ValidationError
 from ..providers.kie.callbacks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    attempt_named,
     callback_task_id,
     signature_is_valid,
 )
@@ -50,7 +52,12 @@ def kie_callback():
         time.time(),
     ):
         return json_error("The webhook signature is missing, invalid or too old", 401)
-    generation_id = generation_awaiting(stored_task_ids(task_id))
+    named = attempt_named(current_app.config["SECRET_KEY"], request.args)
+    if named:
+        generation_id, attempt, style = named
+        generation_id = adopt_upstream_task(generation_id, attempt, f"{style}:{task_id}")
+    else:
+        generation_id = generation_awaiting(stored_task_ids(task_id))
     if generation_id is not None:
         get_queue(current_app).poll_now(generation_id)
     return jsonify(received=True, taskId=task_id, polling=generation_id is not None)

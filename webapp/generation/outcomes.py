@@ -47,8 +47,10 @@ def record_outcome(claim, outcome, storage, settings):
     if isinstance(outcome, Done):
         return _finish_success(claim, outcome, storage)
     if isinstance(outcome, Submitted):
+        # A placeholder never overwrites the task a callback named meanwhile.
+        unnamed = () if outcome.confirmed else (Generation.provider_task_id.is_(None),)
         return fenced_update(
-            claim, provider_task_id=outcome.task_id, lease_expires_at=lease_end(settings)
+            claim, *unnamed, provider_task_id=outcome.task_id, lease_expires_at=lease_end(settings)
         )
     if isinstance(outcome, Throttled):
         # Nothing was created upstream: back in line, the attempt uncounted. The image shows
@@ -78,16 +80,17 @@ def fence(generation_id, token):
     )
 
 
-def fenced_update(claim, **values):
+def fenced_update(claim, *conditions, **values):
     result = db.session.execute(
         update(Generation)
-        .where(*fence(claim.generation.id, claim.token))
+        .where(*fence(claim.generation.id, claim.token), *conditions)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         db.session.rollback()
-        log.warning("lease on %s was lost; outcome dropped", claim.generation.id)
+        log.warning("lease on %s was lost (or its task named first); outcome dropped",
+                    claim.generation.id)
         return False
     _touch_batch(claim.generation.batch_id)
     db.session.commit()

@@ -67,7 +67,7 @@ def run_claim(claim, provider, storage, settings):
             outcome = storage_failure("read the input image")
         else:
             try:
-                outcome = provider.submit(_request_for(generation, input_image))
+                outcome = provider.submit(_request_for(generation, input_image, claim.token))
             except Exception:
                 log.exception("engine failed on %s", generation.id)
                 message = f"The image engine failed unexpectedly. {RETRIED}"
@@ -235,7 +235,8 @@ def poll_step(generation_id, provider, storage, settings):
         return StepResult()  # finished or reclaimed: a duplicate poll does nothing
     claim = Claim(generation, generation.lease_owner)
     try:
-        outcome = provider.poll(generation.provider_task_id, _request_for(generation))
+        request = _request_for(generation, attempt=claim.token)
+        outcome = provider.poll(generation.provider_task_id, request)
     except Exception:
         # The task is paid for upstream: keep asking (until the deadline), never resubmit.
         log.exception("polling %s failed", generation.id)
@@ -275,7 +276,7 @@ def _duration(seconds):
     return f"{seconds // 60} minutes"
 
 
-def _request_for(generation, input_image=None):
+def _request_for(generation, input_image=None, attempt=None):
     return GenerationRequest(
         generation_id=generation.id,
         model=load_catalog().get(generation.model),
@@ -287,4 +288,5 @@ def _request_for(generation, input_image=None):
         input_image=input_image,
         batch_id=generation.batch_id,
         started_at=generation.started_at,
+        attempt=attempt,
     )

@@ -24,6 +24,8 @@ from ..pacing import UNPACED, Pacer, Unpaced, pacer_for
 # Retryable failures end their message with this; the steps swap it for what was done instead
 # when the attempts run out.
 RETRIED = "The image is retried automatically while attempts remain."
+# The task id stored for a Submitted(confirmed=False): "unconfirmed:<style>".
+UNCONFIRMED_PREFIX = "unconfirmed:"
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,21 @@ class GenerationRequest:
     batch_id: str | None = None
     # When the attempt that submitted it began: polls measure the upstream's delays from it.
     started_at: datetime | None = None
+    # The attempt's lease token: a callback that names it can claim the task for it.
+    attempt: str | None = None
 
 
 @dataclass(frozen=True)
 class Submitted:
+    """The upstream has (or may have) a task for the generation.
+
+    `confirmed` is False when the create may have reached the upstream but its answer was lost
+    (read timeout, connection dropped mid-answer): `task_id` is then a placeholder, and the
+    attempt waits for a callback to name the real task, or for the provider's grace to end.
+    """
+
     task_id: str
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,8 @@ def create_provider(config, make_pacer=lambda: UNPACED):
             rate_limited_wait=config["UPSTREAM_RATE_PERIOD"],
             pacer=make_pacer(),
             pace_hold_seconds=config["UPSTREAM_RATE_PERIOD"],
+            callback_secret=config["SECRET_KEY"],
+            confirm_grace_seconds=config["KIE_CONFIRM_GRACE_SECONDS"],
         )
     raise ValueError(f"GENERATION_BACKEND={backend!r} is not available (expected 'local' or 'kie')")
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 from .. import RETRIED, Failed
 from .codes import as_int, refusal
@@ -39,12 +40,16 @@ KEY_ACCEPTED_CODES = {402, 404, 422}
 class Refused(Exception):
     """A call to kie did not give what was asked: `failed` says why in our terms."""
 
-    def __init__(self, failed, code=None, upstream_message="", retry_after=None):
+    def __init__(
+        self, failed, code=None, upstream_message="", retry_after=None, unanswered=False
+    ):
         super().__init__(failed.message)
         self.failed = failed
         self.code = code
         self.upstream_message = upstream_message
         self.retry_after = retry_after  # seconds, from a Retry-After header
+        # The request reached kie (or may have) and its answer was lost: a create may exist.
+        self.unanswered = unanswered
 
 
 class KieClient:
@@ -69,7 +74,7 @@ class KieClient:
                 **kwargs,
             )
         except requests.RequestException as error:
-            raise Refused(transport_failure(error)) from None
+            raise Refused(transport_failure(error), unanswered=_may_have_arrived(error)) from None
         body = _json_object(response)
         body_code = as_int(body.get("code"))
         if body_code is not None and body_code != 200:
@@ -83,7 +88,12 @@ class KieClient:
             return body
         message = str(body.get("msg") or body.get("message") or "")
         _alert_operators(code, method, path, message)
-        raise Refused(refusal(code, message), code, message, _retry_after(response))
+        # A gateway's 5xx without kie's envelope (Cloudflare's 502, 504) says nothing of
+        # whether kie got the request; kie's own code 500 is its answer.
+        gateway = not body and response.status_code >= 500
+        raise Refused(
+            refusal(code, message), code, message, _retry_after(response), unanswered=gateway
+        )
 
     def upload(self, image, mime, file_name, upload_path):
         """Put an image on kie's file host (generations take URLs only); answers its URL.
@@ -170,6 +180,19 @@ def answer_data(answer):
     """The `data` object of kie's envelope ({} when it is missing or not an object)."""
     data = answer.get("data")
     return data if isinstance(data, dict) else {}
+
+
+def _may_have_arrived(error):
+    """Whether a request that got no answer may have reached kie: yes after a read timeout or
+    a connection dropped mid-answer; no when the connection was never made."""
+    if isinstance(error, requests.ConnectTimeout):
+        return False
+    if isinstance(error, requests.ReadTimeout):
+        return True
+    if isinstance(error, requests.ConnectionError):
+        reason = getattr(error.args[0], "reason", None) if error.args else None
+        return not isinstance(reason, NewConnectionError)
+    return False
 
 
 def transport_failure(error):

@@ -10,11 +10,13 @@ import logging
 import random
 import time
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from PIL import Image
 
 from ...pacing import UNPACED
-from .. import RETRIED, Done, Failed, Pending, Submitted, Throttled
+from .. import RETRIED, UNCONFIRMED_PREFIX, Done, Failed, Pending, Submitted, Throttled
+from .callbacks import attempt_query
 from .client import KieClient, Refused, answer_data
 from .codes import WAIT_CODES, task_failure
 from .payloads import FAILED, RUNNING, STYLES, create_body, unsupported
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 UPLOAD_FOLDER = "batchgen"
 NO_IMAGE = "kie.ai reported success but sent no image."
+UNCONFIRMED_MESSAGE = f"kie.ai did not confirm this image's task in time. {RETRIED}"
 LOST_TASK = (
     "kie.ai has no record of this image's task, so it never ran. Try again in a little while."
 )
@@ -50,10 +53,16 @@ class KieProvider:
         rate_limited_wait=10.0,
         pacer=UNPACED,
         pace_hold_seconds=0.0,
+        callback_secret=None,
+        confirm_grace_seconds=120.0,
     ):
         self.api_key = api_key
         self.client = KieClient(api_key, api_base, upload_base, session, timeout)
         self.callback_url = callback_url
+        # Signs each attempt's callBackUrl (SECRET_KEY), so a callback names its attempt.
+        self.callback_secret = callback_secret
+        # How long a create whose answer was lost waits for its callback before it is re-created.
+        self.confirm_grace_seconds = confirm_grace_seconds
         # A 429 waits at least this (kie's window: the request was dropped, not queued).
         self.rate_limited_wait = rate_limited_wait
         # The pacer every consumer shares (webapp.pacing), and how long to wait here for a slot.
@@ -77,17 +86,34 @@ class KieProvider:
         style = request.model.kie.style
         try:
             image_url = self._upload(request) if request.input_image is not None else None
-            wait = self._take_slot()
-            if wait:
-                return Throttled(wait)
-            body = create_body(request, image_url, self.callback_url)
+        except Refused as refused:
+            return self._wait_or_fail(refused)
+        wait = self._take_slot()
+        if wait:
+            return Throttled(wait)
+        body = create_body(request, image_url, self._callback_for(request, style))
+        try:
             answer = self.client.call("POST", STYLES[style].create_path, json=body)
         except Refused as refused:
+            if refused.unanswered and body.get("callBackUrl"):
+                # kie may have the task: its callback will name it. Never re-create blindly.
+                log.warning("kie create for %s went unanswered; waiting for its callback",
+                            request.generation_id)
+                return Submitted(f"{UNCONFIRMED_PREFIX}{style}", confirmed=False)
             return self._wait_or_fail(refused)
         task_id = answer_data(answer).get("taskId")
         if not task_id:
             return Failed("upstream_error", f"kie.ai sent no task id. {RETRIED}", True)
         return Submitted(f"{style}:{task_id}")
+
+    def _callback_for(self, request, style):
+        """The create's callBackUrl: our route, naming the attempt when we can sign it."""
+        if not self.callback_url:
+            return None
+        if not (self.callback_secret and request.attempt):
+            return self.callback_url
+        query = attempt_query(self.callback_secret, request.generation_id, request.attempt, style)
+        return f"{self.callback_url}?{urlencode(query)}"
 
     def _wait_or_fail(self, refused):
         """A refusal that created nothing and only needs time waits (Throttled, uncounted);
@@ -113,6 +139,8 @@ class KieProvider:
 
     def _poll(self, task_id, request):
         style_name, _, upstream_id = task_id.partition(":")
+        if f"{style_name}:" == UNCONFIRMED_PREFIX:
+            return self._still_unconfirmed(request)
         style = STYLES.get(style_name)
         if style is None or not upstream_id:
             return Failed("unknown_task", f"{task_id!r} is not a kie.ai task id.")
@@ -135,6 +163,17 @@ class KieProvider:
                 log.warning("polling kie task %s: %s", task_id, refused.failed.message)
                 return Pending()
             return refused.failed
+
+    def _still_unconfirmed(self, request):
+        """A create whose answer was lost and whose callback has not named its task: wait the
+        grace, then give the attempt up as retryable, so the image is created anew."""
+        started = request.started_at
+        now = datetime.now(UTC).replace(tzinfo=None)
+        if started is None or (now - started).total_seconds() <= self.confirm_grace_seconds:
+            return Pending()
+        log.warning("kie never confirmed the create for %s; creating it again",
+                    request.generation_id)
+        return Failed("upstream_unconfirmed", UNCONFIRMED_MESSAGE, True)
 
     def _not_visible_yet(self, task_id, request):
         """kie answered "recordInfo is null": a task just created is not visible yet. Past a
