@@ -37,6 +37,8 @@ def app_config(tmp_path, **overrides):
         "REDIS_URL": None,
         "PHOTO_WAIT_SECONDS": 0,
         "STALL_SECONDS": 30,
+        # Counted only by the tests of the limits (tests/api/test_limits.py), which turn them on.
+        "RATE_LIMITS_ENABLED": False,
     }
     config.update(overrides)
     return config

@@ -58,6 +58,9 @@ def create_app(config=None, instance_path=None):
     app.register_blueprint(api_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(web_bp)
+    from . import limits
+
+    limits.init_app(app)
     # Forms carry CSRF tokens; the JSON API is exempt: it needs a JSON body or a Bearer token,
     # which a cross-site form can send neither of (and the session cookie is SameSite=Lax).
     csrf.init_app(app)

@@ -53,6 +53,12 @@ ENVIRONMENT = {
     "EMBEDDED_WORKERS": ("EMBEDDED_WORKERS", int),
     "LOCAL_ENGINE_DELAY": ("LOCAL_ENGINE_DELAY", float),
     "SESSION_COOKIE_SECURE": ("SESSION_COOKIE_SECURE", _flag),
+    "RATE_LIMITS_ENABLED": ("RATE_LIMITS_ENABLED", _flag),
+    "CREATE_RATE_LIMIT": ("CREATE_RATE_LIMIT", str),
+    "STATUS_RATE_LIMIT": ("STATUS_RATE_LIMIT", str),
+    "SIGN_IN_RATE_LIMIT": ("SIGN_IN_RATE_LIMIT", str),
+    "CALLBACK_RATE_LIMIT": ("CALLBACK_RATE_LIMIT", str),
+    "USER_MAX_PENDING_IMAGES": ("USER_MAX_PENDING_IMAGES", int),
 }
 
 
@@ -115,6 +121,15 @@ def defaults(instance_path):
         "EMBEDDED_WORKERS": 4,
         # Simulated upstream latency of the local engine, per image (for demos and tests).
         "LOCAL_ENGINE_DELAY": 0.0,
+        # Abuse limits (webapp/limits.py), in Flask-Limiter's notation; RATE_LIMITS_ENABLED=0
+        # turns them off. The status limit leaves room for a few tabs polling every 2 s.
+        "RATE_LIMITS_ENABLED": True,
+        "CREATE_RATE_LIMIT": "30 per minute",
+        "STATUS_RATE_LIMIT": "20 per second",
+        "SIGN_IN_RATE_LIMIT": "10 per minute",
+        "CALLBACK_RATE_LIMIT": "600 per minute",
+        # Images one user may have waiting or running at once, over all their batches.
+        "USER_MAX_PENDING_IMAGES": 500,
         # Sessions: the cookie name the existing client uses.
         "SESSION_COOKIE_NAME": "telegram_session",
         "SESSION_COOKIE_HTTPONLY": True,

@@ -6,6 +6,7 @@ No stack trace ever reaches a client.
 import logging
 
 from flask import current_app, jsonify, make_response, render_template, request
+from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -52,6 +53,12 @@ def init_app(app):
         limit = app.config["MAX_CONTENT_LENGTH"]
         message = f"The request body is larger than the limit of {limit:,} bytes"
         return _answer(413, "Too large", f"{message} ({limit / 2**20:.4g} MiB).")
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many_requests(error):
+        """Over an abuse limit (webapp/limits.py); Flask-Limiter adds Retry-After."""
+        message = f"Too many requests: at most {error.description}. Try again shortly."
+        return _answer(429, "Too many requests", message)
 
     @app.errorhandler(HTTPException)
     def http_error(error):

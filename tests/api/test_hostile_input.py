@@ -314,3 +314,84 @@ def test_a_malformed_kie_callback_is_a_400_json(client, body):
     response = client.post("/api/callbacks/kie", data=body, content_type="application/json")
     assert response.status_code == 400
     assert response.get_json()["error"]
+
+
+def _png_header_only(width, height):
+    """A PNG whose header claims width × height, with no real pixels: refused on the header."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return _png_from_chunks([(b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\0")), (b"IEND", b"")])
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(8000, 6000), (100_000, 100_000), (2**31 - 1, 2**31 - 1)]
+)
+def test_a_pixel_bomb_is_refused_on_its_header(app, api_client, width, height):
+    body = batch_body(1, images=[{"id": "bomb", "data": data_url(_png_header_only(width, height))}])
+    error = assert_refused(app, api_client, api_client.post("/api/generate/batch", json=body))
+    assert "too many pixels" in error["error"]
+
+
+def _image(fmt, mode="RGB", size=(48, 32), **save):
+    image = Image.new(mode, size, 120 if mode in ("L", "I;16", "P") else (200, 30, 30)[: len(mode)])
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def _exif_rotated_jpeg():
+    image = Image.new("RGB", (48, 32), (10, 120, 200))
+    exif = image.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to show
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def _apng():
+    frames = [Image.new("RGB", (16, 16), color) for color in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "PNG", save_all=True, append_images=frames[1:], duration=100)
+    return buffer.getvalue()
+
+
+ODD_BUT_REAL = {
+    "CMYK JPEG": ("jpeg", _image("JPEG", "CMYK")),
+    "16-bit grey PNG": ("png", _image("PNG", "I;16")),
+    "palette PNG": ("png", _image("PNG", "P")),
+    "grey JPEG": ("jpeg", _image("JPEG", "L")),
+    "RGBA WebP": ("webp", _image("WEBP", "RGBA")),
+    "EXIF-rotated JPEG": ("jpeg", _exif_rotated_jpeg()),
+    "animated PNG": ("png", _apng()),
+    "1×1 PNG": ("png", _image("PNG", size=(1, 1))),
+    "20000×1 PNG": ("png", _image("PNG", size=(20000, 1))),
+}
+
+
+@pytest.mark.parametrize(("kind", "raw"), ODD_BUT_REAL.values(), ids=ODD_BUT_REAL.keys())
+def test_an_odd_but_real_image_is_accepted_and_charged_once(app, api_client, kind, raw):
+    body = batch_body(1, images=[{"id": "odd", "data": data_url(raw, kind)}])
+
+    response = api_client.post("/api/generate/batch", json=body)
+
+    assert response.status_code == 200, response.get_json()
+    assert api_client.balance() == 97
+    assert len(media_files(app)) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/api/generate/batch"),
+        ("DELETE", "/api/generate/batch"),
+        ("GET", "/api/generate/photo"),
+        ("GET", "/api/generate/batch/batch_1/cancel"),
+        ("POST", "/api/me"),
+        ("PATCH", "/api/models"),
+        ("GET", "/api/callbacks/kie"),
+    ],
+)
+def test_the_wrong_method_is_a_405_json(app, api_client, method, path):
+    response = api_client.http.open(path, method=method, headers=api_client._headers(None))
+    assert response.status_code == 405
+    assert response.get_json()["error"]
+    assert api_client.balance() == 100

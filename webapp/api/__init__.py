@@ -12,7 +12,7 @@ from ..catalog import load_catalog
 from ..errors import json_error
 from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch
-from ..generation.creation import create_batch, create_photo
+from ..generation.creation import TooManyInFlight, create_batch, create_photo
 from ..generation.ownership import owned_batch
 from ..generation.progress import wait_until_finished
 from ..generation.validation import (
@@ -32,11 +32,26 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 bp.add_url_rule("/callbacks/kie", view_func=callbacks.kie_callback, methods=["POST"])
 
 MAX_JOB_IDS = 200
+# When a user with too many images in flight may try again: about one image's time.
+IN_FLIGHT_RETRY_SECONDS = 10
 
 
 @bp.errorhandler(ValidationError)
 def invalid_request(error):
     return json_error(error.message, 400, field=error.field)
+
+
+@bp.errorhandler(TooManyInFlight)
+def too_many_in_flight(error):
+    response = json_error(
+        f"You have {error.in_flight} images waiting or running; at most {error.limit} images "
+        "may be at once. Send more once some have finished.",
+        429,
+        limit=error.limit,
+        inFlight=error.in_flight,
+    )
+    response.headers["Retry-After"] = str(IN_FLIGHT_RETRY_SECONDS)
+    return response
 
 
 @bp.errorhandler(billing.InsufficientCredits)
@@ -159,9 +174,14 @@ def me():
 
 def _create(create, spec, record_resource):
     """Run a create for the caller, on this app's storage, provider and queue."""
-    provider_name = get_provider().name
     return create(
-        current_user.id, spec, get_storage(), provider_name, get_queue(current_app), record_resource
+        current_user.id,
+        spec,
+        get_storage(),
+        get_provider().name,
+        get_queue(current_app),
+        record_resource,
+        limits_in_flight=current_app.config["USER_MAX_PENDING_IMAGES"],
     )
 
 

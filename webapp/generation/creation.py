@@ -8,9 +8,27 @@ there and the reaper starts the work.
 
 from typing import NamedTuple, Protocol
 
+from sqlalchemy import func, select
+
 from .. import billing
 from ..extensions import db
-from ..models import Batch, Generation, LedgerKind, new_batch_id, new_generation_id
+from ..models import (
+    Batch,
+    Generation,
+    GenerationStatus,
+    LedgerKind,
+    new_batch_id,
+    new_generation_id,
+)
+
+
+class TooManyInFlight(Exception):
+    """The user has too many images waiting or running to add these."""
+
+    def __init__(self, limit, in_flight):
+        super().__init__(f"at most {limit} images in flight; {in_flight} already are")
+        self.limit = limit
+        self.in_flight = in_flight
 
 
 class Charge(NamedTuple):
@@ -29,7 +47,14 @@ class Doorbell(Protocol):
 
 
 def create_batch(
-    user_id, spec, storage, provider_name, doorbell, record_resource=None, parent_id=None
+    user_id,
+    spec,
+    storage,
+    provider_name,
+    doorbell,
+    record_resource=None,
+    parent_id=None,
+    limits_in_flight=None,
 ):
     """Charge the batch's whole price once, create its rows and start its lanes; answer the
     committed Batch, its generations loaded as committed (status "queued").
@@ -37,9 +62,11 @@ def create_batch(
     Raises billing.InsufficientCredits (nothing charged, no file kept) when the balance is short.
     `record_resource(batch_id=…)`, if given, runs inside the create's transaction (the API records
     the batch on its idempotency key there); whatever it raises undoes the whole create.
-    `parent_id` names the batch this one retries (see retry.py).
+    `parent_id` names the batch this one retries (see retry.py). Raises TooManyInFlight when
+    the user would have more than `limits_in_flight` images waiting or running (None: no cap).
     """
     cost = spec.total_cost
+    _ensure_room(user_id, len(spec.images), limits_in_flight)
     _ensure_affordable(user_id, cost)
     batch_id = new_batch_id()
     generation = spec.generation
@@ -80,7 +107,9 @@ def create_batch(
     return batch
 
 
-def create_photo(user_id, spec, storage, provider_name, doorbell, record_resource=None):
+def create_photo(
+    user_id, spec, storage, provider_name, doorbell, record_resource=None, limits_in_flight=None
+):
     """Charge one image, create its generation (no batch) and start it; answer the committed
     Generation.
 
@@ -88,6 +117,7 @@ def create_photo(user_id, spec, storage, provider_name, doorbell, record_resourc
     """
     generation = spec.generation
     cost = generation.price
+    _ensure_room(user_id, 1, limits_in_flight)
     _ensure_affordable(user_id, cost)
     generation_id = new_generation_id()
     row = Generation(
@@ -117,6 +147,23 @@ def _generation_fields(generation, provider_name):
         "aspect_ratio": generation.aspect_ratio,
         "provider": provider_name,
     }
+
+
+def _ensure_room(user_id, images, limit):
+    """Refuse a create that would leave the user more than `limit` images in flight. A guard
+    against one account flooding the queue, counted before the create (two creates at once
+    may pass it together: it bounds, it does not meter)."""
+    if limit is None:
+        return
+    in_flight = db.session.scalar(
+        select(func.count()).where(
+            Generation.user_id == user_id,
+            Generation.status.in_((GenerationStatus.PENDING, GenerationStatus.PROCESSING)),
+        )
+    )
+    db.session.rollback()
+    if in_flight + images > limit:
+        raise TooManyInFlight(limit, in_flight)
 
 
 def _ensure_affordable(user_id, cost):

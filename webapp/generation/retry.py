@@ -30,11 +30,14 @@ def retry_of(batch_id):
     return db.session.scalar(select(Batch.id).where(Batch.parent_id == batch_id))
 
 
-def retry_failed(batch, storage, provider_name, catalog, limits, doorbell):
+def retry_failed(
+    batch, storage, provider_name, catalog, limits, doorbell, limits_in_flight=None
+):
     """Create, charge, start and answer the batch that retries `batch`'s failed images.
 
     Raises NothingToRetry, AlreadyRetried, ValidationError (the model or its settings are no
-    longer offered) or billing.InsufficientCredits; none of them charges anything.
+    longer offered), billing.InsufficientCredits or TooManyInFlight; none of them charges
+    anything.
     """
     existing = retry_of(batch.id)
     if existing:
@@ -59,7 +62,13 @@ def retry_failed(batch, storage, provider_name, catalog, limits, doorbell):
     )
     try:
         return create_batch(
-            batch.user_id, spec, storage, provider_name, doorbell, parent_id=batch.id
+            batch.user_id,
+            spec,
+            storage,
+            provider_name,
+            doorbell,
+            parent_id=batch.id,
+            limits_in_flight=limits_in_flight,
         )
     except IntegrityError:
         # Two retries at once: the unique parent_id let only the other one in.

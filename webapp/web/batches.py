@@ -20,6 +20,7 @@ from .. import billing
 from ..catalog import load_catalog
 from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
+from ..generation.creation import TooManyInFlight
 from ..generation.ownership import owned_batch
 from ..generation.progress import Progress, progress_of
 from ..generation.retry import AlreadyRetried, NothingToRetry, retry_failed, retry_of
@@ -105,11 +106,12 @@ def retry(batch_id):
             load_catalog(),
             Limits.from_config(current_app.config),
             get_queue(current_app),
+            current_app.config["USER_MAX_PENDING_IMAGES"],
         )
     except AlreadyRetried as done:
         flash("These failed images were retried already: here is that batch.")
         return see_other(url_for("web.show", batch_id=done.retry_id))
-    except (NothingToRetry, ValidationError, billing.InsufficientCredits) as error:
+    except (NothingToRetry, ValidationError, billing.InsufficientCredits, TooManyInFlight) as error:
         flash(_retry_refusal(error), "error")
         return see_other(url_for("web.show", batch_id=batch_id))
     images = count_of(len(created.generations), "failed image")
@@ -193,6 +195,11 @@ def _retry_refusal(error):
         )
     if isinstance(error, ValidationError):
         return f"This batch cannot be retried as it was: {error.message}."
+    if isinstance(error, TooManyInFlight):
+        return (
+            f"You have {error.in_flight} images waiting or running, and at most {error.limit} "
+            "may be at once: retry once some have finished."
+        )
     return str(error)
 
 

@@ -7,7 +7,7 @@ from tasks import get_queue
 
 from .. import billing
 from ..catalog import load_catalog
-from ..generation.creation import create_batch
+from ..generation.creation import TooManyInFlight, create_batch
 from ..generation.validation import Limits
 from ..providers import get_provider
 from ..storage import get_storage
@@ -50,10 +50,21 @@ def create():
             request.form, uploads, load_catalog(), Limits.from_config(current_app.config)
         )
         batch = create_batch(
-            current_user.id, spec, get_storage(), get_provider().name, get_queue(current_app)
+            current_user.id,
+            spec,
+            get_storage(),
+            get_provider().name,
+            get_queue(current_app),
+            limits_in_flight=current_app.config["USER_MAX_PENDING_IMAGES"],
         )
     except FormErrors as error:
         return upload_form(request.form, error.errors, len(uploads))
+    except TooManyInFlight as error:
+        message = (
+            f"You have {error.in_flight} images waiting or running, and at most {error.limit} "
+            "may be at once: start this batch once some have finished."
+        )
+        return upload_form(request.form, {"images": message}, len(uploads))
     except billing.InsufficientCredits as error:
         message = (
             f"Insufficient credits: this batch costs {error.required}⭐ "

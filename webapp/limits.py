@@ -1,0 +1,66 @@
+"""Abuse limits: how often one user may create or poll, one address may try to sign in or
+call back, with Flask-Limiter (on Redis when REDIS_URL is set, so every web process counts
+together; in the process's memory otherwise).
+
+Each app gets a Limiter of its own, and the limits are put on its view functions by endpoint,
+from the settings: tests build many apps in one process, and none may count another's requests.
+An answer over a limit is 429 (JSON for the API, with `error` and `Retry-After`).
+"""
+
+from flask import request
+from flask_limiter import Limiter
+from flask_login import current_user
+
+# Endpoint → (the setting that holds its limit, whom it counts).
+BY_USER, BY_ADDRESS = "user", "address"
+LIMITS = {
+    "api.create_batch_job": ("CREATE_RATE_LIMIT", BY_USER),
+    "api.generate_photo": ("CREATE_RATE_LIMIT", BY_USER),
+    "web.create": ("CREATE_RATE_LIMIT", BY_USER),
+    "web.retry": ("CREATE_RATE_LIMIT", BY_USER),
+    "api.batch_status": ("STATUS_RATE_LIMIT", BY_USER),
+    "api.batch_detail": ("STATUS_RATE_LIMIT", BY_USER),
+    "web.show": ("STATUS_RATE_LIMIT", BY_USER),
+    "auth.login": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
+    "auth.telegram": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
+    "auth.telegram_mini_app": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
+    "auth.login_link": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
+    "api.kie_callback": ("CALLBACK_RATE_LIMIT", BY_ADDRESS),
+}
+# Sign-in pages are counted when they are posted to, not when they are shown.
+POST_ONLY = {"auth.login", "auth.login_link"}
+
+
+def _address():
+    return request.remote_addr or "unknown"
+
+
+def _user_or_address():
+    """The signed-in user (by id), else the address: limits follow the account, not the IP."""
+    if current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    return f"address:{_address()}"
+
+
+def init_app(app):
+    config = app.config
+    limiter = Limiter(
+        key_func=_address,
+        app=app,
+        storage_uri=config["REDIS_URL"] or "memory://",
+        key_prefix=f"{config['HUEY_NAME']}:limits",
+        headers_enabled=True,
+        enabled=config["RATE_LIMITS_ENABLED"],
+        # A Redis that does not answer must not take the site down with it.
+        swallow_errors=True,
+    )
+    for endpoint, (setting, counted_by) in LIMITS.items():
+        view = app.view_functions[endpoint]
+        limit = limiter.limit(
+            config[setting],
+            key_func=_user_or_address if counted_by == BY_USER else _address,
+            methods=["POST"] if endpoint in POST_ONLY else None,
+            scope=setting,
+        )
+        app.view_functions[endpoint] = limit(view)
+    app.extensions["batchgen.limiter"] = limiter
