@@ -1,5 +1,5 @@
-"""Operator commands: `flask --app app init-db | users create | users login-link | credits grant |
-reap | serve | kie balance | kie check`.
+"""Operator commands: `flask --app app init-db | users create | users token | users tokens |
+users revoke-token | users login-link | credits grant | reap | serve | kie balance | kie check`.
 
 Flask-Migrate adds `flask --app app db …` (upgrade, migrate, current …) beside them.
 """
@@ -15,7 +15,7 @@ from sqlalchemy import select
 from werkzeug.serving import run_simple
 
 from . import billing, schema
-from .auth import create_token
+from .auth import create_token, revoke_token, tokens_of
 from .auth.login_links import LINK_LIFETIME, create_login_link
 from .extensions import db
 from .models import User
@@ -61,12 +61,38 @@ def create_user(name, initial_credits):
 
 @users_cli.command("token")
 @click.argument("name")
-def new_token(name):
+@click.option("--label", default="cli", help="What the token is for, as the lists show it.")
+def new_token(name, label):
     """Print a new API token for an existing user (the last line)."""
     user = _find_user(name)
-    token = create_token(user.id)
+    token = create_token(user.id, label[:64])
     db.session.commit()
     click.echo(token)
+
+
+@users_cli.command("tokens")
+@click.argument("name")
+def list_tokens(name):
+    """List a user's API tokens: id, label, created, last used (never the tokens themselves)."""
+    tokens = tokens_of(_find_user(name).id)
+    if not tokens:
+        click.echo(f"{name} has no API token.")
+    for token in tokens:
+        used = _when(token.last_used_at) if token.last_used_at else "never used"
+        click.echo(f"{token.id}\t{token.name}\tcreated {_when(token.created_at)}\t{used}")
+
+
+@users_cli.command("revoke-token")
+@click.argument("token_id", type=int)
+def revoke(token_id):
+    """Revoke an API token by its id (see `users tokens NAME`): it stops working at once."""
+    if not revoke_token(token_id):
+        raise click.ClickException(f"no API token with id {token_id}")
+    click.echo(f"Revoked API token {token_id}.")
+
+
+def _when(moment):
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 @users_cli.command("login-link")

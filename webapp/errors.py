@@ -19,7 +19,13 @@ RETRY_AFTER_SECONDS = 5
 
 
 def wants_json():
+    """The client is a program (the API, a media link): it gets JSON, never a page."""
     return request.path.startswith(("/api/", "/media/"))
+
+
+def is_htmx():
+    """The request comes from htmx (the one place that reads HX-Request)."""
+    return request.headers.get("HX-Request") == "true"
 
 
 def json_error(message, status, **fields):

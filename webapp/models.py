@@ -91,6 +91,8 @@ class ApiToken(db.Model):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(64), default="cli")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Refreshed at most every few minutes (auth.TOUCH_INTERVAL): a poll need not write.
+    last_used_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship()
 

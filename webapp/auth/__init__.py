@@ -6,17 +6,18 @@ People sign in through `views` (Telegram, one-time links, a token) to get the co
 
 import hashlib
 import secrets
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import make_response, redirect, request, url_for
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
-from ..errors import json_error, wants_json
+from ..errors import is_htmx, json_error, wants_json
 from ..extensions import db, login_manager
-from ..models import ApiToken, User
-from ..web.htmx import is_htmx
+from ..models import ApiToken, User, utcnow
 
 TOKEN_PREFIX = "bg_"
+TOUCH_INTERVAL = timedelta(minutes=5)
 
 
 def _digest(token):
@@ -31,14 +32,43 @@ def create_token(user_id, name="cli"):
 
 
 def user_for_token(token):
-    """The user a token belongs to, or None."""
+    """The user a token belongs to, or None; notes when the token was used (at most every
+    TOUCH_INTERVAL, so a client polling every second writes once in a while)."""
     if not token or not token.startswith(TOKEN_PREFIX):
         return None
-    return db.session.scalar(
-        select(User).join(ApiToken, ApiToken.user_id == User.id).where(
-            ApiToken.token_sha256 == _digest(token)
+    found = db.session.execute(
+        select(User, ApiToken.id, ApiToken.last_used_at)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_sha256 == _digest(token))
+    ).first()
+    if found is None:
+        return None
+    user, token_id, last_used_at = found
+    now = utcnow()
+    if last_used_at is None or last_used_at < now - TOUCH_INTERVAL:
+        db.session.execute(
+            update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
         )
-    )
+        db.session.commit()  # its own small unit of work, before the request's
+    return user
+
+
+def tokens_of(user_id):
+    """The user's API tokens (never the tokens themselves), newest first."""
+    return db.session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())
+    ).all()
+
+
+def revoke_token(token_id, user_id=None):
+    """Delete an API token (only the user's own, when `user_id` is given); True if one was.
+    Its own unit of work: it commits."""
+    conditions = [ApiToken.id == token_id]
+    if user_id is not None:
+        conditions.append(ApiToken.user_id == user_id)
+    result = db.session.execute(delete(ApiToken).where(*conditions))
+    db.session.commit()
+    return result.rowcount == 1
 
 
 @login_manager.user_loader

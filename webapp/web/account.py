@@ -1,20 +1,22 @@
-"""The account page: the balance and the ledger behind it, each movement linked to its batch."""
+"""The account page: the balance and the ledger behind it, each movement linked to its batch,
+and the API tokens, which a person can create (shown once) and revoke."""
 
-from flask import render_template
+from flask import abort, flash, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from ..auth import create_token, revoke_token, tokens_of
 from ..extensions import db
 from ..models import LedgerEntry
 from . import bp
-from .htmx import page_of
+from .htmx import page_of, see_other
 
 LEDGER_PAGE_SIZE = 50
 
 
 @bp.get("/account")
 @login_required
-def account():
+def account(new_token=None):
     """The balance and every credit movement behind it, newest first, a page at a time."""
     page = page_of(
         db.session,
@@ -23,4 +25,30 @@ def account():
         .order_by(LedgerEntry.id.desc()),
         LEDGER_PAGE_SIZE,
     )
-    return render_template("account/index.html", page=page, entries=[e for (e,) in page.rows])
+    return render_template(
+        "account/index.html",
+        page=page,
+        entries=[e for (e,) in page.rows],
+        tokens=tokens_of(current_user.id),
+        new_token=new_token,
+    )
+
+
+@bp.post("/account/tokens")
+@login_required
+def create_api_token():
+    """A new API token, shown on the page this once (it is not kept, and not put in a cookie)."""
+    label = (request.form.get("label") or "").strip()[:64] or "web"
+    token = create_token(current_user.id, label)
+    db.session.commit()
+    return account(new_token=token)
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+@login_required
+def revoke_api_token(token_id):
+    """Revoke one of the user's own tokens; anyone else's is as unknown as none."""
+    if not revoke_token(token_id, current_user.id):
+        abort(404)
+    flash("The token was revoked: it no longer works.")
+    return see_other(url_for("web.account"))

@@ -18,6 +18,7 @@ from tasks import get_queue
 
 from .. import billing
 from ..catalog import load_catalog
+from ..errors import is_htmx
 from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
 from ..generation.creation import TooManyInFlight
@@ -31,7 +32,7 @@ from ..storage import get_storage
 from ..words import count_of
 from . import bp
 from .archive import archive_entries, archive_name, stream_zip
-from .htmx import is_htmx, page_of, page_or_fragment, see_other
+from .htmx import page_of, page_or_fragment, see_other
 
 HISTORY_PAGE_SIZE = 20
 

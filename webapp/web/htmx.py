@@ -4,12 +4,8 @@ from dataclasses import dataclass
 
 from flask import make_response, redirect, render_template, request
 
+from ..errors import is_htmx
 from .numbers import whole_number
-
-
-def is_htmx():
-    """The request comes from htmx (the one place that reads HX-Request)."""
-    return request.headers.get("HX-Request") == "true"
 
 
 def wants_fragment():
