@@ -1,9 +1,11 @@
 """Hostile input on the pages: redirects that stay on this site, and odd numbers and paths that
 answer like any other wrong input, never with a 500."""
 
+import io
+
 import pytest
 
-from tests.support import HTMX, csrf_token_from, png_data_url, signed_in_browser
+from tests.support import HTMX, csrf_token_from, image_bytes, png_data_url, signed_in_browser
 
 
 @pytest.fixture
@@ -67,44 +69,30 @@ def test_an_odd_image_count_prices_nothing_and_answers(browser, count):
     assert "per image" in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("concurrency", ["²", "9" * 25, "-1", "many"])
-def test_an_odd_concurrency_in_the_form_is_a_form_error(app, browser, concurrency):
+def _upload(browser, file_name="a.png", **fields):
+    """Post the upload form with one real image, as the page would."""
     page = browser.get("/").get_data(as_text=True)
-    from tests.support import image_bytes
+    data = {
+        "csrf_token": csrf_token_from(page),
+        "prompt": "Add white background",
+        "model": "flux-2",
+        "images": [(io.BytesIO(image_bytes()), file_name)],
+        **fields,
+    }
+    return browser.post("/batches", data=data, content_type="multipart/form-data")
 
-    response = browser.post(
-        "/batches",
-        data={
-            "csrf_token": csrf_token_from(page),
-            "prompt": "Add white background",
-            "model": "flux-2",
-            "concurrency": concurrency,
-            "images": [(__import__("io").BytesIO(image_bytes()), "a.png")],
-        },
-        content_type="multipart/form-data",
-    )
+
+@pytest.mark.parametrize("concurrency", ["²", "9" * 25, "-1", "many"])
+def test_an_odd_concurrency_in_the_form_is_a_form_error(browser, concurrency):
+    response = _upload(browser, concurrency=concurrency)
+
     assert response.status_code == 422
     assert "concurrency" in response.get_data(as_text=True)
 
 
-def test_an_upload_whose_file_name_holds_a_nul_is_created_with_that_character_replaced(
-    app, browser
-):
-    import io
+def test_an_upload_whose_file_name_holds_a_nul_is_created_with_that_character_replaced(browser):
+    response = _upload(browser, file_name="hol\x00iday.png")
 
-    from tests.support import image_bytes
-
-    page = browser.get("/").get_data(as_text=True)
-    response = browser.post(
-        "/batches",
-        data={
-            "csrf_token": csrf_token_from(page),
-            "prompt": "Add white background",
-            "model": "flux-2",
-            "images": [(io.BytesIO(image_bytes()), "hol\x00iday.png")],
-        },
-        content_type="multipart/form-data",
-    )
     assert response.status_code == 303
     grid = browser.get(response.headers["Location"]).get_data(as_text=True)
     assert "hol_iday.png" in grid
