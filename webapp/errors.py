@@ -11,6 +11,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .extensions import db
+from .storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ def init_app(app):
         limit = app.config["MAX_CONTENT_LENGTH"]
         message = f"The request body is larger than the limit of {limit:,} bytes"
         return _answer(413, "Too large", f"{message} ({limit / 2**20:.4g} MiB).")
+
+    @app.errorhandler(StorageUnavailable)
+    def storage_unavailable(error):
+        """The media storage cannot be read or written: an outage, not a bug. 503."""
+        log.error("storage unavailable on %s %s: %s", request.method, request.path, error)
+        return _outage_answer(
+            "Try again shortly",
+            "The service is briefly unavailable (its image storage cannot be reached); "
+            f"try again in {RETRY_AFTER_SECONDS} seconds.",
+        )
 
     @app.errorhandler(RateLimitExceeded)
     def too_many_requests(error):

@@ -126,3 +126,39 @@ def test_a_database_out_of_reach_shows_people_a_page_to_try_again(unreachable_da
 
 def test_images_helper_makes_pngs():
     assert image_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_batch_whose_inputs_cannot_be_stored_answers_503_and_charges_nothing(app, api_client):
+    root = app.config["MEDIA_ROOT"]
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "inputs"), "w") as blocker:
+        blocker.write("not a folder")
+
+    from tests.support import batch_body
+
+    response = api_client.post("/api/generate/batch", json=batch_body(2))
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "image storage cannot be reached" in response.get_json()["error"]
+    assert api_client.balance() == 100
+    assert api_client.ledger() == [("grant", 100)]
+
+
+def test_a_stored_image_that_cannot_be_read_answers_503_not_500(app, api_client):
+    from urllib.parse import urlsplit
+
+    from tests.support import drain
+
+    batch_id = create_batch_id(api_client, 1)
+    drain(app)
+    detail = api_client.get(f"/api/generate/batch/{batch_id}").get_json()
+    link = urlsplit(detail["results"][0]["imageUrl"])
+    stored = os.path.join(app.config["MEDIA_ROOT"], *link.path.split("/")[2:])
+    os.unlink(stored)
+    os.makedirs(stored)  # a folder where the image was: reading it fails
+
+    response = app.test_client().get(f"{link.path}?{link.query}")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"

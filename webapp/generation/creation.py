@@ -6,6 +6,7 @@ that this layer never imports the queue. It rings after the commit: if it fails,
 there and the reaper starts the work.
 """
 
+import logging
 from typing import NamedTuple, Protocol
 
 from sqlalchemy import func, select
@@ -20,6 +21,8 @@ from ..models import (
     new_batch_id,
     new_generation_id,
 )
+
+log = logging.getLogger(__name__)
 
 
 class TooManyInFlight(Exception):
@@ -191,5 +194,8 @@ def _commit_with_inputs(storage, inputs, rows, charge, record_resource):
     except Exception:  # whatever stopped the create (a refused debit, the database, a hook…)
         db.session.rollback()
         for key, _ in inputs:
-            storage.delete(key)
+            try:
+                storage.delete(key)
+            except OSError:  # the storage is failing too; no row names the file, so it is inert
+                log.warning("could not delete %s after a failed create", key, exc_info=True)
         raise

@@ -17,15 +17,12 @@ from .. import billing
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from ..providers import RETRIED, Done, Failed, Submitted, Throttled
+from ..storage import StorageUnavailable
 from ..words import count_of
 
 log = logging.getLogger(__name__)
 
 CANCELLED_MESSAGE = "Cancelled before it started; its credits were refunded."
-
-
-class StorageUnavailable(Exception):
-    """The media storage refused to keep a result (a full disk, a read-only folder, an outage)."""
 
 
 def storage_failure(action):
@@ -108,9 +105,9 @@ def _finish_success(claim, outcome, storage):
     key = f"results/{folder}/{generation.id}.{outcome.extension}"
     try:
         storage.save(key, outcome.image)
-    except OSError as error:
-        log.warning("storing the result of %s failed: %s", generation.id, error)
-        raise StorageUnavailable(str(error)) from error
+    except StorageUnavailable:
+        log.warning("storing the result of %s failed", generation.id, exc_info=True)
+        raise
     return fenced_update(
         claim,
         status=GenerationStatus.SUCCESS,

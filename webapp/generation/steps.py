@@ -25,10 +25,10 @@ from ..providers import (
     Submitted,
     Throttled,
 )
+from ..storage import StorageUnavailable
 from ..words import count_of
 from .claims import Claim, claim_for_batch, claim_generation
 from .outcomes import (
-    StorageUnavailable,
     fail_and_refund,
     fenced_update,
     lease_end,

@@ -18,6 +18,11 @@ from flask import current_app
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*\.[a-z0-9]{2,5}$")
 
 
+class StorageUnavailable(OSError):
+    """The storage could not read or write (a full disk, a read-only folder, an outage): not a
+    missing file, which stays FileNotFoundError. Every storage raises it for such failures."""
+
+
 class LocalStorage:
     """Files under one root folder; writes are atomic (temp file + rename).
 
@@ -39,15 +44,20 @@ class LocalStorage:
 
     def save(self, key, data):
         path = self.path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.makedirs(self.partials, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=self.partials, prefix="part-")
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(self.partials, exist_ok=True)
+            fd, tmp_path = tempfile.mkstemp(dir=self.partials, prefix="part-")
+        except OSError as error:
+            raise StorageUnavailable(f"cannot write {key}: {error}") from error
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp_path, path)
-        except BaseException:
+        except BaseException as error:
             os.unlink(tmp_path)
+            if isinstance(error, OSError):
+                raise StorageUnavailable(f"cannot write {key}: {error}") from error
             raise
         return key
 
@@ -69,8 +79,22 @@ class LocalStorage:
         return removed
 
     def read(self, key):
-        with open(self.path(key), "rb") as handle:
-            return handle.read()
+        try:
+            with open(self.path(key), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            raise StorageUnavailable(f"cannot read {key}: {error}") from error
+
+    def open(self, key):
+        """The stored file, open for reading (the caller closes it, as send_file does)."""
+        try:
+            return open(self.path(key), "rb")  # handed on: its reader closes it
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            raise StorageUnavailable(f"cannot read {key}: {error}") from error
 
     def exists(self, key):
         return os.path.exists(self.path(key))
@@ -78,8 +102,10 @@ class LocalStorage:
     def delete(self, key):
         try:
             os.unlink(self.path(key))
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # not there (a path through a file cannot be either)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot delete {key}: {error}") from error
 
 
 def get_storage():

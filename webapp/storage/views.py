@@ -46,13 +46,12 @@ def download(key):
         abort(403, "This link is invalid or has expired.")
     storage = get_storage()
     try:
-        path = storage.path(key)
-    except ValueError:
+        stored = storage.open(key)
+    except (ValueError, FileNotFoundError):
         abort(404)
-    if not storage.exists(key):
-        abort(404)
-    mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    name = key.rsplit("/", 1)[-1]
+    mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
     # Named, and shown inline: with nosniff (webapp/headers.py) it is only ever an image.
-    response = send_file(path, mimetype=mimetype, max_age=0, download_name=key.rsplit("/", 1)[-1])
+    response = send_file(stored, mimetype=mimetype, max_age=0, download_name=name)
     response.headers["Cache-Control"] = "private, max-age=300"
     return response

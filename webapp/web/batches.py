@@ -151,10 +151,13 @@ def download_result(batch_id, generation_id):
     )
     if generation is None or not generation.result_key:
         abort(404)
-    path = get_storage().path(generation.result_key)
+    try:
+        stored = get_storage().open(generation.result_key)
+    except FileNotFoundError:
+        abort(404)
     return send_file(
-        path,
-        mimetype=mimetypes.guess_type(path)[0] or "application/octet-stream",
+        stored,
+        mimetype=mimetypes.guess_type(generation.result_key)[0] or "application/octet-stream",
         as_attachment=True,
         download_name=archive_name(generation),
     )
