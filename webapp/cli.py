@@ -12,7 +12,7 @@ import click
 from flask import current_app, url_for
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
-from werkzeug.serving import run_simple
+from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from . import billing, schema
 from .auth import create_token, revoke_token, tokens_of
@@ -20,6 +20,21 @@ from .auth.login_links import LINK_LIFETIME, create_login_link
 from .extensions import db
 from .models import User
 from .providers.kie.client import KieClient, Refused
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler, without its own `Server: Werkzeug/… Python/…`: the app's answers
+    name the server themselves (headers.py), and nothing discloses versions."""
+
+    def version_string(self):
+        return "batchgen"
+
+    def send_response(self, code, message=None):
+        """As http.server's, less the Server header it always adds."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
 
 users_cli = AppGroup("users", help="Manage users.")
 credits_cli = AppGroup("credits", help="Manage credits (every change writes a ledger row).")
@@ -235,7 +250,7 @@ def serve(host, port, workers, demo):
     click.echo("Press Ctrl+C to stop.")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        run_simple(host, port, app, threaded=True)
+        run_simple(host, port, app, threaded=True, request_handler=QuietRequestHandler)
     finally:
         consumer.stop(graceful=True)
 

@@ -60,7 +60,10 @@ def test_serve_runs_web_and_consumer_in_one_process(tmp_path, database_url):
         link = wait_for(lambda: _printed_link(log_path, base), timeout=30)
         with requests.Session() as http:
             wait_for(lambda: _answers(http, f"{base}/api/models"), timeout=30)
-            page = http.get(link).text
+            answer = http.get(link)
+            # One Server header, naming no versions (the raw header lines, not requests' merge).
+            assert answer.raw.headers.getlist("Server") == ["batchgen"]
+            page = answer.text
             token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
             signed_in = http.post(link, data={"csrf_token": token}, allow_redirects=False)
             # The session cookie works for the API as well as for the pages.
