@@ -395,3 +395,37 @@ def test_the_wrong_method_is_a_405_json(app, api_client, method, path):
     assert response.status_code == 405
     assert response.get_json()["error"]
     assert api_client.balance() == 100
+
+
+def test_a_string_longer_than_any_image_is_refused_as_it_streams_in(app, api_client):
+    from webapp.api import longest_string
+
+    longest = longest_string(app)
+    body = b'{"prompt": "' + b"x" * (longest + 1) + b'"}'
+
+    error = assert_refused(app, api_client, post_raw(api_client, body))
+
+    assert f"longer than {longest:,} bytes" in error["error"]
+
+
+def test_a_body_of_very_many_values_is_refused_at_the_limit(app, api_client):
+    body = b"[" + b"0," * 20_000 + b"0]"
+
+    error = assert_refused(app, api_client, post_raw(api_client, body))
+
+    assert "more than 10,000 values" in error["error"]
+
+
+def test_a_callback_string_is_bounded_too(client):
+    body = b'{"taskId": "' + b"t" * 70_000 + b'"}'
+
+    response = client.post("/api/callbacks/kie", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "longer than 65,536 bytes" in response.get_json()["error"]
+
+
+def test_a_whole_batch_of_images_is_not_mistaken_for_a_long_string(api_client):
+    body = batch_body(3)  # each data URL is its own string, well under the limit
+
+    assert post_raw(api_client, json.dumps(body).encode()).status_code == 200

@@ -32,6 +32,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 bp.add_url_rule("/callbacks/kie", view_func=callbacks.kie_callback, methods=["POST"])
 
 MAX_JOB_IDS = 200
+DATA_URL_PREFIX_BYTES = 64  # "data:image/jpeg;base64," and room to spare
 # When a user with too many images in flight may try again: about one image's time.
 IN_FLIGHT_RETRY_SECONDS = 10
 
@@ -65,7 +66,17 @@ def _json_body():
     """The request's JSON body, parsed as it streams in (json_body.py)."""
     if not request.is_json:
         raise ValidationError("The body must be JSON (Content-Type: application/json)", "body")
-    return parse_json(request.stream, request.content_length)
+    return parse_json(
+        request.stream, request.content_length, max_string_bytes=longest_string(current_app)
+    )
+
+
+def longest_string(app):
+    """The longest string a body may hold: twice an image's data URL at MAX_IMAGE_BYTES (and
+    at least a megabyte), so an image too large still gets the answer that names its field,
+    and a string no image could be is refused as it arrives."""
+    data_url = app.config["MAX_IMAGE_BYTES"] * 4 // 3 + DATA_URL_PREFIX_BYTES
+    return max(2 * data_url, 2**20)
 
 
 @bp.post("/generate/batch")

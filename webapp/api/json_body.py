@@ -7,7 +7,8 @@ only the values are held. JSON is UTF-8 here, as RFC 8259 asks between systems.
 The values are built here from the parser's plain events (ijson.basic_parse), not by ijson's
 own builders: those keep a prefix string per nesting level, so a body of N `[` cost memory in
 N², and a 200 KB body could take a worker to tens of GB. Here a body nests at most MAX_DEPTH
-levels, refused the moment it goes deeper; a key given twice in one object, a lone surrogate
+levels and MAX_VALUES values, refused the moment it goes past either; a string longer than the
+route allows is refused as its bytes arrive; a key given twice in one object, a lone surrogate
 and bytes that are not UTF-8 are refused too, each naming where in the body it is.
 """
 
@@ -22,15 +23,23 @@ from ..generation.validation import ValidationError
 READ_CHUNK = 256 * 1024
 # Deeper than any body of ours (a batch is 3 levels), far shallower than anything costly.
 MAX_DEPTH = 32
+# Far more values than a batch of 50 images has (about 300), far fewer than a costly list.
+MAX_VALUES = 10_000
+# The longest string a body may hold unless its route says otherwise (a callback, say).
+DEFAULT_MAX_STRING_BYTES = 64 * 1024
 
 
-def parse_json(stream, length, field="body"):
-    """The one JSON value of `stream` (at most `length` bytes; None: until it ends)."""
+def parse_json(stream, length, field="body", max_string_bytes=DEFAULT_MAX_STRING_BYTES):
+    """The one JSON value of `stream` (at most `length` bytes; None: until it ends).
+
+    No string may be longer than `max_string_bytes`: checked on the raw bytes as they stream
+    in (no run between two quotes may be longer), so an endless string is refused before the
+    parser builds it.
+    """
     builder = _Builder(field)
+    reader = _Reader(stream, length, max_string_bytes, field)
     try:
-        for event, value in ijson.basic_parse(
-            _Reader(stream, length), use_float=True, buf_size=READ_CHUNK
-        ):
+        for event, value in ijson.basic_parse(reader, use_float=True, buf_size=READ_CHUNK):
             builder.event(event, value)
     except ijson.JSONError as error:
         raise ValidationError(
@@ -57,8 +66,12 @@ class _Builder:
         self.seen = []  # per open object: the keys it has had
         self.root = None
         self.done = False
+        self.values = 0  # events seen: values, keys and containers
 
     def event(self, event, value):
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise ValidationError(f"The body holds more than {MAX_VALUES:,} values", self.field)
         if event == "map_key":
             if value in self.seen[-1]:
                 where = self.path(value)
@@ -121,9 +134,12 @@ class _Reader:
     taken for a body over the limit.
     """
 
-    def __init__(self, stream, length):
+    def __init__(self, stream, length, max_string_bytes, field):
         self.stream = stream
         self.remaining = length  # None: chunked, the stream itself tells where it ends
+        self.max_string_bytes = max_string_bytes
+        self.field = field
+        self.since_quote = 0  # bytes read since the last quote
 
     def read(self, size=-1):
         if self.remaining is not None:
@@ -133,7 +149,21 @@ class _Reader:
         data = self.stream.read(size)
         if self.remaining is not None:
             self.remaining -= len(data)
+        self._check_runs(data)
         return data
+
+    def _check_runs(self, data):
+        """Refuse a run between two quotes longer than any string may be (a run may go on
+        from the chunks before)."""
+        runs = data.split(b'"')
+        runs[0] = self.since_quote + len(runs[0])
+        longest = max([runs[0], *(len(run) for run in runs[1:])])
+        if longest > self.max_string_bytes:
+            raise ValidationError(
+                f"The body holds a string longer than {self.max_string_bytes:,} bytes",
+                self.field,
+            )
+        self.since_quote = runs[0] if len(runs) == 1 else len(runs[-1])
 
 
 def _parse_error(error):
