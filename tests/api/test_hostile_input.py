@@ -429,3 +429,30 @@ def test_a_whole_batch_of_images_is_not_mistaken_for_a_long_string(api_client):
     body = batch_body(3)  # each data URL is its own string, well under the limit
 
     assert post_raw(api_client, json.dumps(body).encode()).status_code == 200
+
+
+def _chunked(api_client, body):
+    """POST `body` with no Content-Length, as a chunked upload arrives (the server has
+    de-chunked it and marks the stream as ending by itself)."""
+    return api_client.post(
+        "/api/generate/batch",
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_batch_is_read_to_its_end(api_client):
+    response = _chunked(api_client, json.dumps(batch_body(1)).encode())
+
+    assert response.status_code == 200, response.get_json()
+    assert api_client.balance() == 97
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 5000 + b"]" * 5000, b'{"prompt": "' + b"x" * (3 * 2**20), b'{"prompt": "x"'],
+    ids=["nested", "an unterminated string", "cut short"],
+)
+def test_a_hostile_chunked_body_is_a_400_like_any_other(app, api_client, body):
+    assert_refused(app, api_client, _chunked(api_client, body))
