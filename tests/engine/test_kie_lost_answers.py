@@ -56,3 +56,52 @@ def test_without_callbacks_a_lost_answer_is_created_again(kie_app):
     assert lost == len(LOST)
     assert detail["status"] == "completed"
     assert created == IMAGES + lost  # every lost answer cost one more upstream task
+
+
+def _callback(app, query, task_id="kie-task-1"):
+    return app.test_client().post(
+        "/api/callbacks/kie", query_string=query, json={"code": 200, "data": {"taskId": task_id}}
+    )
+
+
+def _task_of(app, generation_id):
+    from webapp.extensions import db
+    from webapp.models import Generation
+
+    with app.app_context():
+        return db.session.get(Generation, generation_id).provider_task_id
+
+
+def test_a_callback_before_the_creates_answer_names_the_task_and_is_not_overwritten(kie_app):
+    from tests.support import claim_next_image
+    from webapp.generation import claims, outcomes
+    from webapp.providers import Submitted
+    from webapp.providers.kie.callbacks import attempt_query
+    from webapp.storage import get_storage
+
+    with KieStub() as stub:
+        app = kie_app(stub, PUBLIC_BASE_URL="https://img.example.com")
+        client = ApiClient(app, *create_user(app))
+        batch_id = create_batch_id(client, 1)
+        claim = claim_next_image(app, batch_id)  # the create is on its way: no task id yet
+        generation_id, secret = claim.generation.id, app.config["SECRET_KEY"]
+
+        forged = _callback(app, attempt_query("not-our-key", generation_id, claim.token, "jobs"))
+        stale = _callback(app, attempt_query(secret, generation_id, "an-older-lease", "jobs"))
+        assert _task_of(app, generation_id) is None
+        answer = _callback(app, attempt_query(secret, generation_id, claim.token, "jobs"))
+        named = _task_of(app, generation_id)
+        with app.app_context():  # then the create's answer is lost after all
+            overwritten = outcomes.record_outcome(
+                claim,
+                Submitted("unconfirmed:jobs", confirmed=False),
+                get_storage(),
+                claims.Settings.from_config(app.config),
+            )
+
+    assert forged.get_json()["polling"] is False
+    assert stale.get_json()["polling"] is False
+    assert answer.status_code == 200 and answer.get_json()["polling"] is True
+    assert named == "jobs:kie-task-1"
+    assert overwritten is False
+    assert _task_of(app, generation_id) == "jobs:kie-task-1"

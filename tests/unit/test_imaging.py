@@ -128,3 +128,28 @@ def test_text_to_image_draws_a_canvas_of_the_requested_size():
     result = _open(render(None, "A red poster", "2k", "16:9"))
 
     assert result.size == (2048, 1152)
+
+
+def test_the_local_engine_checks_a_stored_inputs_pixels_before_decoding_it():
+    """The input was proven at upload, but it is read back from storage: checked again."""
+    from webapp.catalog import load_catalog
+    from webapp.providers import Failed, GenerationRequest
+    from webapp.providers.local import LocalProvider
+
+    request = GenerationRequest(
+        generation_id="gen-1",
+        model=load_catalog().get("flux-2"),
+        mode="i2i",
+        prompt="grayscale",
+        negative_prompt=None,
+        quality="1k",
+        aspect_ratio="1:1",
+        input_image=_png(size=(40, 30)),
+    )
+
+    outcome = LocalProvider(max_pixels=40 * 30 - 1).submit(request)
+
+    assert isinstance(outcome, Failed)
+    assert outcome.code == "invalid_input"
+    assert "40×30" in outcome.message
+    assert LocalProvider(max_pixels=40 * 30).submit(request).extension == "png"

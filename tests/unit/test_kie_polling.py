@@ -317,3 +317,28 @@ def test_gpt4o_failures_are_classified(kie_mock, provider, status, error_code, e
     outcome = gpt4o_poll(provider)
 
     assert (outcome.code, outcome.retryable) == (expected, retryable)
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://cdn.kie.test/out.png", "gopher://x", "/relative.png"]
+)
+def test_a_result_link_that_is_not_http_is_never_fetched(kie_mock, provider, url):
+    add_record(kie_mock, {"state": "success", "resultJson": {"resultUrls": [url]}})
+
+    outcome = poll(provider)
+
+    assert (outcome.code, outcome.retryable) == ("generation_failed", False)
+    assert len(kie_mock.calls) == 1  # the record only
+
+
+def test_a_result_larger_than_any_image_is_refused_not_held(kie_mock, provider, monkeypatch):
+    from webapp.providers.kie import client
+
+    monkeypatch.setattr(client, "MAX_RESULT_BYTES", len(PNG) - 1)
+    add_record(kie_mock, {"state": "success", "resultJson": {"resultUrls": [RESULT_URL]}})
+    add_result(kie_mock)
+
+    outcome = poll(provider)
+
+    assert outcome.code == "result_unavailable"
+    assert "larger than" in outcome.message
