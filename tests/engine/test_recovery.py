@@ -210,3 +210,34 @@ def test_a_duplicate_photo_task_claims_nothing_and_changes_nothing(tmp_path, tas
     assert client.get(f"/api/generate/batch?jobIds={generation_id}").get_json() == before
     assert before["results"][0]["status"] == "success"
     assert client.ledger() == ledger
+
+
+def test_an_image_interrupted_between_its_claim_and_its_snapshot_is_handed_back_too(
+    app, api_client, monkeypatch
+):
+    """A process worker told to stop may be interrupted right after its claim committed and
+    before it holds the claim: the lease token was remembered first, so it is found."""
+    from tests.support import create_batch_id, generation_rows
+    from webapp.generation import claims, steps
+    from webapp.providers import get_provider
+    from webapp.storage import get_storage
+
+    batch_id = create_batch_id(api_client, 1)
+    get_queue(app).huey.flush()
+
+    def interrupted(token, where):
+        raise KeyboardInterrupt  # the worker's stop signal, just after the claim's COMMIT
+
+    monkeypatch.setattr(claims, "_snapshot", interrupted)
+    settings = claims.Settings.from_config(app.config)
+    with app.app_context():
+        with pytest.raises(KeyboardInterrupt):
+            steps.lane_step(batch_id, get_provider(), get_storage(), settings)
+        [claimed] = generation_rows(app, batch_id)
+        assert (claimed["status"], claimed["attempts"]) == ("processing", 1)
+
+        released = steps.release_held_claims()
+
+    [row] = generation_rows(app, batch_id)
+    assert released == [row["id"]]
+    assert (row["status"], row["attempts"]) == ("pending", 0)

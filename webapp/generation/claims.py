@@ -69,10 +69,16 @@ _candidate = aliased(Generation, name="candidate")
 _in_flight = aliased(Generation, name="in_flight")
 
 
-def claim_for_batch(batch_id, settings):
-    """Claim the batch's next runnable generation if fewer than `concurrency` are in flight."""
+def new_token():
+    """A new lease token: the attempt's name in every fenced write."""
+    return uuid.uuid4().hex
+
+
+def claim_for_batch(batch_id, settings, token=None):
+    """Claim the batch's next runnable generation if fewer than `concurrency` are in flight,
+    under `token` (a new one if not given)."""
     now = utcnow()
-    token = uuid.uuid4().hex
+    token = token or new_token()
     # On PostgreSQL the row lock serialises claims of one batch; SQLite's write lock does it there.
     batch = db.session.execute(
         select(Batch.concurrency, Batch.status).where(Batch.id == batch_id).with_for_update()
@@ -121,10 +127,10 @@ def claim_for_batch(batch_id, settings):
     return _snapshot(token, Generation.batch_id == batch_id)
 
 
-def claim_generation(generation_id, settings):
+def claim_generation(generation_id, settings, token=None):
     """Claim one generation by id (single photos have no batch to pick from)."""
     now = utcnow()
-    token = uuid.uuid4().hex
+    token = token or new_token()
     result = db.session.execute(
         update(Generation)
         .where(Generation.id == generation_id, runnable(Generation, now))

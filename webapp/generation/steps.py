@@ -27,7 +27,7 @@ from ..providers import (
 )
 from ..storage import StorageUnavailable
 from ..words import count_of
-from .claims import Claim, claim_for_batch, claim_generation
+from .claims import Claim, claim_for_batch, claim_generation, new_token
 from .outcomes import (
     fail_and_refund,
     fenced_update,
@@ -93,10 +93,29 @@ def _bound_upstream_wait(outcome, generation, settings):
     return outcome.refusal if age > settings.poll_timeout_seconds else outcome
 
 
-# The attempts this process is working on (lease token → Claim), so a consumer that is told to
-# stop can hand them back at once instead of leaving them to expire.
+# The attempts this process is working on, so a consumer that is told to stop can hand them
+# back at once instead of leaving them to expire: lease token → the Claim, or, while the claim
+# is being made, where its row is. The token is remembered before the claim's UPDATE, so an
+# interrupt between its commit and the snapshot read after it still finds the image.
 _held = {}
 _held_lock = threading.Lock()
+
+
+def _claim(claim_function, key, where, settings):
+    """Make a claim under a lease token remembered first; None if nothing was claimed."""
+    token = new_token()
+    with _held_lock:
+        _held[token] = where
+    try:
+        claim = claim_function(key, settings, token)
+    except KeyboardInterrupt:
+        raise  # a process worker told to stop: the token stays for release_held_claims
+    except BaseException:
+        _forget(token)
+        raise
+    if claim is None:
+        _forget(token)
+    return claim
 
 
 @contextmanager
@@ -108,14 +127,14 @@ def _holding(claim):
     except KeyboardInterrupt:
         raise  # a process worker told to stop: it stays held for release_held_claims
     except BaseException:
-        _forget(claim)
+        _forget(claim.token)
         raise
-    _forget(claim)
+    _forget(claim.token)
 
 
-def _forget(claim):
+def _forget(token):
     with _held_lock:
-        _held.pop(claim.token, None)
+        _held.pop(token, None)
 
 
 def release_held_claims():
@@ -125,18 +144,26 @@ def release_held_claims():
     so it is polled, never submitted again. Answers the released generation ids.
     """
     with _held_lock:
-        claims = list(_held.values())
+        held = list(_held.items())
         _held.clear()
     released = []
-    for claim in claims:
-        if return_to_pending(
-            claim.generation,
-            claim.token,
+    for token, entry in held:
+        generation = entry.generation if isinstance(entry, Claim) else _claimed_row(token, entry)
+        if generation is not None and return_to_pending(
+            generation,
+            token,
             Generation.provider_task_id.is_(None),
             attempts=Generation.attempts - 1,
         ):
-            released.append(claim.generation.id)
+            released.append(generation.id)
     return released
+
+
+def _claimed_row(token, where):
+    """The row a claim in the making took under `token`, detached (None if it took none)."""
+    generation = db.session.scalar(select(Generation).where(where, Generation.lease_owner == token))
+    db.session.close()
+    return generation
 
 
 def next_wake(batch_id):
@@ -165,7 +192,7 @@ def lane_step(batch_id, provider, storage, settings):
     paced = _sleep_while_full(provider.pacer)
     if paced:
         return paced
-    claim = claim_for_batch(batch_id, settings)
+    claim = _claim(claim_for_batch, batch_id, Generation.batch_id == batch_id, settings)
     if claim is None:
         finalize_batch(batch_id)
         return StepResult(wake_at=next_wake(batch_id))
@@ -183,7 +210,7 @@ def photo_step(generation_id, provider, storage, settings):
     paced = _sleep_while_full(provider.pacer)
     if paced:
         return paced
-    claim = claim_generation(generation_id, settings)
+    claim = _claim(claim_generation, generation_id, Generation.id == generation_id, settings)
     if claim is None:
         wake = db.session.scalar(  # as in next_wake, a time already past counts too
             select(Generation.not_before).where(
