@@ -42,14 +42,20 @@ def _answer(status, title, message):
     return make_response(html, status)
 
 
-def _outage_answer(title, message):
-    """A 503 that asks nothing of the database: the outage page is rendered without the
-    context processors (Flask-Login's would load the signed-in user)."""
+def _outage_answer(part, error):
+    """503 with Retry-After: `part` ("database", "image storage") cannot be reached, an outage
+    and not a bug. The page asks nothing of the database: it is rendered without the context
+    processors (Flask-Login's would load the signed-in user)."""
+    log.error("%s unavailable on %s %s: %s", part, request.method, request.path, error)
+    message = (
+        f"The service is briefly unavailable (its {part} cannot be reached); "
+        f"try again in {RETRY_AFTER_SECONDS} seconds."
+    )
     if wants_json():
         response = json_error(message, 503)
     else:
         template = current_app.jinja_env.get_template("errors/outage.html")
-        response = make_response(template.render(title=title, message=message), 503)
+        response = make_response(template.render(title="Try again shortly", message=message), 503)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
@@ -63,13 +69,7 @@ def init_app(app):
 
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(error):
-        """The media storage cannot be read or written: an outage, not a bug. 503."""
-        log.error("storage unavailable on %s %s: %s", request.method, request.path, error)
-        return _outage_answer(
-            "Try again shortly",
-            "The service is briefly unavailable (its image storage cannot be reached); "
-            f"try again in {RETRY_AFTER_SECONDS} seconds.",
-        )
+        return _outage_answer("image storage", error)
 
     @app.errorhandler(RateLimitExceeded)
     def too_many_requests(error):
@@ -84,17 +84,12 @@ def init_app(app):
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def database_unavailable(error):
-        """The database cannot be reached (or is too busy): an outage, not a bug. 503."""
+        """The database cannot be reached (or is too busy)."""
         try:
             db.session.rollback()
         except Exception:  # the connection is gone: there is nothing to roll back
             pass
-        log.error("database unavailable on %s %s: %s", request.method, request.path, error)
-        return _outage_answer(
-            "Try again shortly",
-            "The service is briefly unavailable (its database cannot be reached); "
-            f"try again in {RETRY_AFTER_SECONDS} seconds.",
-        )
+        return _outage_answer("database", error)
 
     @app.errorhandler(Exception)
     def unexpected_error(error):

@@ -44,13 +44,7 @@ def invalid_request(error):
 
 @bp.errorhandler(TooManyInFlight)
 def too_many_in_flight(error):
-    response = json_error(
-        f"You have {error.in_flight} images waiting or running; at most {error.limit} images "
-        "may be at once. Send more once some have finished.",
-        429,
-        limit=error.limit,
-        inFlight=error.in_flight,
-    )
+    response = json_error(error.message, 429, limit=error.limit, inFlight=error.in_flight)
     response.headers["Retry-After"] = str(IN_FLIGHT_RETRY_SECONDS)
     return response
 

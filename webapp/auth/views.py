@@ -1,7 +1,6 @@
 """Sign-in pages: Telegram (Login Widget and Mini App), one-time links, API tokens; sign-out."""
 
 import re
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -111,12 +110,7 @@ def _safe_next(target):
     or refused before the path is checked, and any other control character refuses it.
     """
     path = BROWSER_DROPS.sub("", target or "")
-    if (
-        path.startswith("/")
-        and not path.startswith("//")
-        and "\\" not in path
-        and not CONTROL.search(path)
-        and not urlsplit(path).netloc
-    ):
-        return path
+    if path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        if not CONTROL.search(path):
+            return path
     return url_for("web.index")

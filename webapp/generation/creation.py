@@ -33,6 +33,14 @@ class TooManyInFlight(Exception):
         self.limit = limit
         self.in_flight = in_flight
 
+    @property
+    def message(self):
+        """What a person reads, on the pages and in the API alike."""
+        return (
+            f"You have {self.in_flight} images waiting or running, and at most {self.limit} "
+            "images may be at once: send more once some have finished."
+        )
+
 
 class Charge(NamedTuple):
     """One debit of a create, and the resource its ledger row (and idempotency key) names."""

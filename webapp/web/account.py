@@ -16,8 +16,12 @@ LEDGER_PAGE_SIZE = 50
 
 @bp.get("/account")
 @login_required
-def account(new_token=None):
+def account():
     """The balance and every credit movement behind it, newest first, a page at a time."""
+    return _account_page()
+
+
+def _account_page(new_token=None):
     page = page_of(
         db.session,
         select(LedgerEntry)
@@ -41,7 +45,7 @@ def create_api_token():
     label = (request.form.get("label") or "").strip()[:64] or "web"
     token = create_token(current_user.id, label)
     db.session.commit()
-    return account(new_token=token)
+    return _account_page(new_token=token)
 
 
 @bp.post("/account/tokens/<int:token_id>/revoke")

@@ -200,10 +200,7 @@ def _retry_refusal(error):
     if isinstance(error, ValidationError):
         return f"This batch cannot be retried as it was: {error.message}."
     if isinstance(error, TooManyInFlight):
-        return (
-            f"You have {error.in_flight} images waiting or running, and at most {error.limit} "
-            "may be at once: retry once some have finished."
-        )
+        return error.message
     return str(error)
 
 

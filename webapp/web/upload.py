@@ -60,11 +60,7 @@ def create():
     except FormErrors as error:
         return upload_form(request.form, error.errors, len(uploads))
     except TooManyInFlight as error:
-        message = (
-            f"You have {error.in_flight} images waiting or running, and at most {error.limit} "
-            "may be at once: start this batch once some have finished."
-        )
-        return upload_form(request.form, {"images": message}, len(uploads))
+        return upload_form(request.form, {"images": error.message}, len(uploads))
     except billing.InsufficientCredits as error:
         message = (
             f"Insufficient credits: this batch costs {error.required}⭐ "

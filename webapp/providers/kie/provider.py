@@ -95,7 +95,7 @@ class KieProvider:
         try:
             answer = self.client.call("POST", STYLES[style].create_path, json=body)
         except Refused as refused:
-            if refused.unanswered and body.get("callBackUrl"):
+            if refused.unanswered and self._names_attempt(request):
                 # kie may have the task: its callback will name it. Never re-create blindly.
                 log.warning("kie create for %s went unanswered; waiting for its callback",
                             request.generation_id)
@@ -106,11 +106,15 @@ class KieProvider:
             return Failed("upstream_error", f"kie.ai sent no task id. {RETRIED}", True)
         return Submitted(f"{style}:{task_id}")
 
+    def _names_attempt(self, request):
+        """Whether kie's callback will name this attempt, so a lost create can be found."""
+        return bool(self.callback_url and self.callback_secret and request.attempt)
+
     def _callback_for(self, request, style):
         """The create's callBackUrl: our route, naming the attempt when we can sign it."""
         if not self.callback_url:
             return None
-        if not (self.callback_secret and request.attempt):
+        if not self._names_attempt(request):
             return self.callback_url
         query = attempt_query(self.callback_secret, request.generation_id, request.attempt, style)
         return f"{self.callback_url}?{urlencode(query)}"
