@@ -11,6 +11,7 @@ from .. import billing
 from ..catalog import load_catalog
 from ..errors import json_error
 from ..extensions import db
+from ..generation import presenters
 from ..generation.cancellation import NothingToCancel, cancel_batch
 from ..generation.creation import TooManyInFlight, create_batch, create_photo
 from ..generation.ownership import owned_batch
@@ -24,7 +25,7 @@ from ..generation.validation import (
 from ..models import Generation, looks_like_id
 from ..providers import get_provider
 from ..storage import get_storage
-from . import callbacks, idempotency, presenters
+from . import callbacks, idempotency
 from .json_body import parse_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")

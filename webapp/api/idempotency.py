@@ -35,9 +35,9 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import json_error
 from ..extensions import db
+from ..generation import presenters
 from ..generation.idempotency_keys import KEY_LIFETIME
 from ..models import Batch, Generation, IdempotencyKey, utcnow
-from . import presenters
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,255}")

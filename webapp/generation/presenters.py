@@ -1,9 +1,9 @@
 """JSON shapes of the API answers (the contract in docs/api.md)."""
 
-from ..generation.progress import Progress
 from ..models import Generation, GenerationStatus
 from ..storage.views import signed_url, url_signer
 from ..words import count_of
+from .progress import Progress
 
 # All that an entry of `results` reads. The status route selects just these, as plain rows:
 # loading 50 whole Generation objects through the ORM took a tenth of every poll.
