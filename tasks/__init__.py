@@ -15,7 +15,7 @@ from flask import current_app
 from huey.signals import SIGNAL_INTERRUPTED
 
 from webapp import pacing
-from webapp.generation import claims, reaper, steps
+from webapp.generation import announcements, claims, deliveries, reaper, steps
 from webapp.providers import get_provider
 from webapp.storage import get_storage
 
@@ -89,6 +89,15 @@ def poll_generation(generation_id, round_number=0, follow_up=True):
         queue.run_lane(step.ring_batch)
 
 
+@task(retries=2, retry_delay=5)
+def deliver_webhook(delivery_id):
+    """One attempt at a webhook delivery; a retry is scheduled at its time on the schedule."""
+    sent = deliveries.deliver(delivery_id)
+    if sent is not None and sent.next_at is not None:
+        queue = get_queue(current_app)
+        queue.deliver_webhook.schedule(args=(delivery_id,), eta=sent.next_at.replace(tzinfo=UTC))
+
+
 @periodic_task(lambda now: True, name="reap")
 def reap_periodically():
     """Every REAP_SECONDS: recover what stalled and sweep (see webapp.generation.reaper).
@@ -126,6 +135,7 @@ class Queue:
         for declared in DECLARED:
             setattr(self, declared.function.__name__, declared.register(huey))
         huey.signal(SIGNAL_INTERRUPTED)(hand_back_interrupted)
+        announcements.set_doorbell(app, self.deliver_webhooks)
 
     def reaper_turn(self):
         period = self.app.config["REAP_SECONDS"] * 0.8
@@ -166,6 +176,11 @@ class Queue:
         except Exception:
             log.exception("could not enqueue photo %s; the reaper will start it", generation_id)
 
+    def deliver_webhooks(self, delivery_ids):
+        """Ring webhook deliveries just committed (the outbox); the reaper rings what is lost."""
+        for delivery_id in delivery_ids:
+            self.deliver_webhook(delivery_id)
+
     def reap(self):
         """Run the reaper once and ring what it found; answers its report."""
         config = self.app.config
@@ -178,6 +193,7 @@ class Queue:
             self.run_photo(generation_id)
         for generation_id in report.polls:
             self.poll_later(generation_id, 0)
+        self.deliver_webhooks(report.webhooks)
         if report.requeued or report.failed or report.lanes or report.photos or report.polls:
             log.warning("reaper: %s", report.summary())
         return report

@@ -59,6 +59,10 @@ ENVIRONMENT = {
     "SIGN_IN_RATE_LIMIT": ("SIGN_IN_RATE_LIMIT", str),
     "CALLBACK_RATE_LIMIT": ("CALLBACK_RATE_LIMIT", str),
     "USER_MAX_PENDING_IMAGES": ("USER_MAX_PENDING_IMAGES", int),
+    "WEBHOOK_ALLOW_HOSTS": ("WEBHOOK_ALLOW_HOSTS", str),
+    "WEBHOOK_TIMEOUT_SECONDS": ("WEBHOOK_TIMEOUT_SECONDS", float),
+    "RESULT_RETENTION_DAYS": ("RESULT_RETENTION_DAYS", float),
+    "INPUT_RETENTION_HOURS": ("INPUT_RETENTION_HOURS", float),
 }
 
 
@@ -130,6 +134,15 @@ def defaults(instance_path):
         "CALLBACK_RATE_LIMIT": "600 per minute",
         # Images one user may have waiting or running at once, over all their batches.
         "USER_MAX_PENDING_IMAGES": 500,
+        # Webhooks (docs/webhooks.md): hosts a webhook URL may name although they resolve to
+        # a private or loopback address (comma-separated, as written in the URL; none by
+        # default), each attempt's timeout, and the delays of Standard Webhooks' schedule.
+        "WEBHOOK_ALLOW_HOSTS": "",
+        "WEBHOOK_TIMEOUT_SECONDS": 15.0,
+        "WEBHOOK_RETRY_SCHEDULE": (0, 5, 300, 1800, 7200, 18000, 36000, 36000),
+        # How long a settled batch keeps its results, and its inputs (generation/retention.py).
+        "RESULT_RETENTION_DAYS": 30.0,
+        "INPUT_RETENTION_HOURS": 24.0,
         # Sessions: the cookie name the existing client uses.
         "SESSION_COOKIE_NAME": "telegram_session",
         "SESSION_COOKIE_HTTPONLY": True,

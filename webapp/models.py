@@ -134,6 +134,8 @@ class Batch(db.Model):
     finished_at: Mapped[datetime | None]
     # Last time a lane claimed or finished a generation: the reaper's stall detector.
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Where this batch's own webhooks go (the POST's callbackUrl), beside the user's endpoint.
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
 
     generations: Mapped[list["Generation"]] = relationship(
         back_populates="batch", order_by="Generation.position"
@@ -178,6 +180,10 @@ class Generation(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Retention (generation/retention.py): when the input and the result files were deleted.
+    # The keys stay, so an old link to a deleted result can say it is gone (410).
+    input_deleted_at: Mapped[datetime | None]
+    result_deleted_at: Mapped[datetime | None]
 
     batch: Mapped[Batch | None] = relationship(back_populates="generations")
 
@@ -235,3 +241,75 @@ class PacingBucket(db.Model):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     # Microseconds since the epoch (UTC) of the slots taken in the last period: at most `limit`.
     taken: Mapped[list[int]] = mapped_column(JSON, default=list)
+
+
+class DeliveryStatus:
+    PENDING = "pending"  # to be sent, now or at next_attempt_at
+    DELIVERED = "delivered"
+    FAILED = "failed"  # every attempt of its schedule spent, or the endpoint said 410 Gone
+
+
+class WebhookEndpoint(db.Model):
+    """A user's webhook settings: the signing secret (and the one it replaced, which signs too
+    until `previous_secret_expires_at`), and the default endpoint every batch announces to.
+
+    Secrets are kept as they are: signing needs them (see docs/webhooks.md)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    url: Mapped[str | None] = mapped_column(String(2048))  # None: a secret for callbackUrl only
+    # Event types sent beyond the batch.* ones that always are: "generation.succeeded", ...
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_expires_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]  # set when the endpoint answered 410 Gone
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def new_delivery_id():
+    return f"msg_{secrets.token_hex(12)}"
+
+
+class WebhookDelivery(db.Model):
+    """One event for one URL: the outbox row, written in the transaction of the change it
+    announces. Its id is the `webhook-id` of every attempt to send it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_delivery_id)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"))
+    event_type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[str] = mapped_column(Text)  # the exact body every attempt sends
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    # The place in the retry schedule: a redelivery starts it over.
+    schedule_index: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    lease_expires_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(db.Model):
+    """One try at sending a delivery: when, what came back (at most 1 KB of it), how long."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(String(255))
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(default=0)

@@ -12,6 +12,7 @@ from .. import billing
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from ..words import count_of
+from .announcements import announce_batch_end
 from .outcomes import CANCELLED_MESSAGE
 from .progress import Tally, tallies
 
@@ -115,6 +116,7 @@ def cancel_batch(batch_id):
     running = _running(_tallies(batch_id))
     if not running:
         db.session.execute(update(Batch).where(Batch.id == batch_id).values(finished_at=now))
+        announce_batch_end(batch_id)
     db.session.commit()
     return CancelOutcome(
         cancelled=len(waiting),

@@ -19,6 +19,7 @@ from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from ..providers import RETRIED, Done, Failed, Submitted, Throttled
 from ..storage import StorageUnavailable
 from ..words import count_of
+from .announcements import announce_generation_end
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ def fenced_update(claim, *conditions, **values):
                     claim.generation.id)
         return False
     _touch_batch(claim.generation.batch_id)
+    if values.get("status") in GenerationStatus.TERMINAL:
+        generation = claim.generation
+        announce_generation_end(generation.id, generation.user_id, values["status"])
     db.session.commit()
     return True
 
@@ -223,6 +227,7 @@ def _end_and_refund(generation, token, conditions, note, **values):
         db.session.rollback()
         return False
     billing.refund_generation(generation, note=note)
+    announce_generation_end(generation.id, generation.user_id, values["status"])
     db.session.commit()
     return True
 

@@ -150,6 +150,11 @@ def finalize_batch(batch_id):
             )
             .values(finished_at=now)
         )
+    if result.rowcount == 1:
+        # Imported here: an announcement shows the batch through presenters, which use Progress.
+        from .announcements import announce_batch_end
+
+        announce_batch_end(batch_id)
     db.session.commit()
     return result.rowcount == 1
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from .claims import runnable
+from .deliveries import due_deliveries
 from .idempotency_keys import purge_expired
 from .outcomes import fail_and_refund, fence, return_to_pending
 from .progress import finalize_batch, progress_of
@@ -33,6 +34,7 @@ class ReapReport:
     photos: list[str] = field(default_factory=list)
     partials: int = 0  # half-written files of killed writers, swept from storage
     expired_keys: int = 0  # Idempotency-Keys past their 24 hours, deleted
+    webhooks: list[str] = field(default_factory=list)  # deliveries due that nobody rang
 
     def summary(self):
         return (
@@ -40,7 +42,8 @@ class ReapReport:
             f"polling {len(self.polls)}, finalized {len(self.finalized)}, "
             f"rang {sum(self.lanes.values())} lane(s) of {len(self.lanes)} batch(es) "
             f"and {len(self.photos)} photo(s); swept {self.partials} partial file(s) and "
-            f"{self.expired_keys} expired idempotency key(s)"
+            f"{self.expired_keys} expired idempotency key(s); rang {len(self.webhooks)} "
+            "webhook delivery(ies)"
         )
 
 
@@ -54,6 +57,7 @@ def reap(settings, stall_seconds, storage, now=None):
     report.photos = _stalled_photos(stale)
     report.partials = storage.sweep_partials()
     report.expired_keys = purge_expired(now)
+    report.webhooks = due_deliveries(now)
     return report
 
 
