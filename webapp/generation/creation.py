@@ -108,6 +108,7 @@ def create_batch(
         provider=provider_name,
         total_cost=cost,
         parent_id=parent_id,
+        callback_url=spec.callback_url,
     )
     inputs = [(row.input_key, image.data) for row, image in zip(rows, spec.images, strict=True)]
     charge = Charge(user_id, cost, LedgerKind.BATCH_DEBIT, {"batch_id": batch_id})

@@ -30,8 +30,9 @@ from ..webhooks.signing import signed_headers
 from .announcements import ring_again
 from .webhook_endpoints import allow_hosts, signing_secrets
 
-# Longer than an attempt's timeout: a lease that runs out means its sender died.
-LEASE_SECONDS = 60
+# A lease lasts this many attempt timeouts (a minute by default): one that runs out means its
+# sender died.
+LEASE_TIMEOUTS = 4
 DUE_PER_SWEEP = 500
 ERROR_LENGTH = 255
 
@@ -56,7 +57,7 @@ def deliver(delivery_id, now=None):
             or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now),
             _unleased(now),
         )
-        .values(lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
+        .values(lease_expires_at=now + timedelta(seconds=_lease_seconds()))
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
@@ -72,6 +73,10 @@ def deliver(delivery_id, now=None):
     db.session.rollback()  # no transaction open while the receiver answers
     answer = _attempt(delivery, endpoint)
     return _record(delivery, endpoint, answer)
+
+
+def _lease_seconds():
+    return current_app.config["WEBHOOK_TIMEOUT_SECONDS"] * LEASE_TIMEOUTS
 
 
 def _attempt(delivery, endpoint):

@@ -59,6 +59,7 @@ def retry_failed(
         generation=parse_upload_settings(settings, catalog),
         concurrency=batch.concurrency,
         images=tuple(_stored_input(row, storage, limits) for row in failed),
+        callback_url=batch.callback_url,
     )
     try:
         return create_batch(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..catalog import Model
+from ..webhooks.addresses import AddressRefused, check_syntax
 
 DATA_URL = re.compile(r"^data:image/(?P<kind>png|jpeg|jpg|webp);base64,", re.IGNORECASE)
 PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
@@ -82,6 +83,8 @@ class BatchSpec:
     generation: GenerationSpec
     concurrency: int
     images: tuple[ImageInput, ...]
+    # Where this batch's webhooks go; request time checks only its form (webhooks/addresses).
+    callback_url: str | None = None
 
     @property
     def total_cost(self):
@@ -138,7 +141,20 @@ def parse_batch_request(payload, catalog, limits):
         generation=generation,
         concurrency=parse_concurrency(payload.get("concurrency"), limits),
         images=tuple(decoded),
+        callback_url=_parse_callback_url(payload.get("callbackUrl")),
     )
+
+
+def _parse_callback_url(value):
+    """The optional callbackUrl: an http(s) URL (where it points is checked by the caller,
+    which resolves it: generation/webhook_endpoints.check_webhook_url)."""
+    if value is None:
+        return None
+    try:
+        check_syntax(value)
+    except AddressRefused as refused:
+        raise ValidationError(f"callbackUrl {refused.message}", "callbackUrl") from None
+    return value
 
 
 def parse_upload_settings(fields, catalog):

@@ -44,6 +44,18 @@ def check_webhook_url(url, field="url"):
         raise EndpointRefused(f"{field} {refused.message}", field) from None
 
 
+def check_callback_url(user_id, url):
+    """A batch's callbackUrl may be used: its address is public (or allowed), and the user
+    has a signing secret to sign its deliveries with."""
+    check_webhook_url(url, "callbackUrl")
+    if endpoint_of(user_id) is None:
+        raise EndpointRefused(
+            "callbackUrl needs a webhook signing secret first: make one on /account/webhooks "
+            "(or `flask --app app webhooks rotate-secret NAME`), then verify deliveries with it",
+            "callbackUrl",
+        )
+
+
 def parse_events(events):
     """The optional event types asked for; EndpointRefused names any unknown one."""
     events = [event.strip() for event in events or () if event and event.strip()]
