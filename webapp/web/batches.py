@@ -22,11 +22,12 @@ from ..errors import is_htmx
 from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
 from ..generation.creation import TooManyInFlight
+from ..generation.history import batches_of
 from ..generation.ownership import owned_batch
 from ..generation.progress import Progress, progress_of
 from ..generation.retry import AlreadyRetried, NothingToRetry, retry_failed, retry_of
 from ..generation.validation import Limits, ValidationError
-from ..models import Batch, Generation, GenerationStatus, looks_like_id, utcnow
+from ..models import Generation, GenerationStatus, looks_like_id, utcnow
 from ..providers import get_provider
 from ..storage import get_storage
 from ..words import count_of
@@ -41,13 +42,7 @@ HISTORY_PAGE_SIZE = 20
 @login_required
 def history():
     """The user's batches, newest first, with their image counts, a page at a time."""
-    page = page_of(
-        db.session,
-        select(Batch)
-        .where(Batch.user_id == current_user.id)
-        .order_by(Batch.created_at.desc(), Batch.id.desc()),
-        HISTORY_PAGE_SIZE,
-    )
+    page = page_of(db.session, batches_of(current_user.id), HISTORY_PAGE_SIZE)
     batches = [batch for (batch,) in page.rows]
     progress = progress_of([batch.id for batch in batches])
     return render_template(
