@@ -1,0 +1,137 @@
+"""Why an image is where it is: the `reason` of each entry of `results`, in words for people
+(no engine's name, no operator's terms) and a code for programs.
+
+Told from the row alone, as the steps leave it (outcomes.py):
+
+    pending, never tried, no wait        queued: its place among the batch's waiting images
+    pending, held back by the upstream   waiting_for_upstream_slot: a throttle (a 429, the
+                                         shared pacer full, the engine's account empty) puts it
+                                         back with `not_before` and its attempt uncounted, so a
+                                         wait with no counted attempt is one; so is a wait whose
+                                         last refusal was a rate limit
+    pending after a counted attempt      retrying: the next attempt's number, and when
+    processing                           submitted
+    success, cancelled, failed           done, cancelled, failed (+ errorCode)
+"""
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
+
+from ..extensions import db
+from ..models import Generation, GenerationStatus
+from ..words import count_of
+
+QUEUED = "queued"
+WAITING_FOR_UPSTREAM = "waiting_for_upstream_slot"
+RETRYING = "retrying"
+SUBMITTED = "submitted"
+DONE = "done"
+CANCELLED = "cancelled"
+FAILED = "failed"
+# The error code a rate limit leaves on a waiting image, as a throttle or as a counted attempt.
+RATE_LIMITED = "rate_limited"
+
+REFUNDED = "its credits were refunded"
+# What a failed image's reason says, by its error code; anything else is FAILED_ON_OUR_SIDE.
+FAILED_BECAUSE = {
+    "content_policy": "The prompt or the image was refused under the image service's content "
+    f"policy; {REFUNDED}. A different prompt or image may work.",
+    "invalid_input": "The image or its settings could not be used for this model; "
+    f"{REFUNDED}. Check the prompt, the aspect ratio and the image.",
+    "input_missing": f"The uploaded image could no longer be found; {REFUNDED}.",
+    "generation_failed": f"The image service could not make this image; {REFUNDED}. "
+    "A different prompt or image may work.",
+    "upstream_timeout": f"The image took too long to make and was given up; {REFUNDED}.",
+}
+FAILED_ON_OUR_SIDE = (
+    "The image could not be made because of a problem on our side, not with your request; "
+    f"{REFUNDED}."
+)
+
+
+def kind_of(generation):
+    """The reason's code for a generation (or a row of its status, attempts, not_before and
+    error_code)."""
+    status = generation.status
+    if status == GenerationStatus.PENDING:
+        if generation.not_before is not None and (
+            generation.attempts == 0 or generation.error_code == RATE_LIMITED
+        ):
+            return WAITING_FOR_UPSTREAM
+        return QUEUED if generation.attempts == 0 else RETRYING
+    return {
+        GenerationStatus.PROCESSING: SUBMITTED,
+        GenerationStatus.SUCCESS: DONE,
+        GenerationStatus.CANCELLED: CANCELLED,
+    }.get(status, FAILED)
+
+
+def images_ahead(generations):
+    """{generation id: waiting images of its batch before it} for the queued ones; one query,
+    and none when no batch image is queued (a single photo waits behind nothing)."""
+    queued = [g for g in generations if kind_of(g) == QUEUED]
+    ahead = {g.id: 0 for g in queued if g.batch_id is None}
+    asked = [g.id for g in queued if g.batch_id is not None]
+    if asked:
+        waiting = aliased(Generation, name="waiting")
+        before = (
+            select(func.count())
+            .select_from(waiting)
+            .where(
+                waiting.batch_id == Generation.batch_id,
+                waiting.status == GenerationStatus.PENDING,
+                waiting.position < Generation.position,
+            )
+            .correlate(Generation)
+            .scalar_subquery()
+        )
+        rows = db.session.execute(select(Generation.id, before).where(Generation.id.in_(asked)))
+        ahead.update(rows.all())
+    return ahead
+
+
+def reason(generation, max_attempts, ahead, timestamp):
+    """The `reason` of one entry: {code, message} and what its code adds. `ahead` is
+    images_ahead's answer; `timestamp` formats a time as the answers do."""
+    code = kind_of(generation)
+    if code == QUEUED:
+        before = ahead.get(generation.id, 0)
+        message = (
+            f"Waiting for its turn: {count_of(before, 'image')} of this batch "
+            f"{'is' if before == 1 else 'are'} ahead of it."
+            if before
+            else "Next in line: it starts as soon as there is room."
+        )
+        return {"code": code, "message": message, "place": before + 1, "ahead": before}
+    if code == WAITING_FOR_UPSTREAM:
+        return {
+            "code": code,
+            "message": "The image service is taking no new images for a moment; this one is "
+            "sent as soon as it has room. Waiting uses up none of its attempts.",
+            "nextTryAt": timestamp(generation.not_before),
+        }
+    if code == RETRYING:
+        attempt = generation.attempts + 1
+        return {
+            "code": code,
+            "message": f"The last attempt did not succeed, so it is tried again "
+            f"automatically: attempt {attempt} of {max_attempts}.",
+            "attempt": attempt,
+            "maxAttempts": max_attempts,
+            "lastErrorCode": generation.error_code,
+            "nextTryAt": timestamp(generation.not_before),
+        }
+    if code == SUBMITTED:
+        return {"code": code, "message": "The image is being made."}
+    if code == DONE:
+        return {"code": code, "message": "The image is ready."}
+    if code == CANCELLED:
+        return {
+            "code": code,
+            "message": f"The batch was cancelled before this image was made; {REFUNDED}.",
+        }
+    return {
+        "code": code,
+        "message": FAILED_BECAUSE.get(generation.error_code, FAILED_ON_OUR_SIDE),
+        "errorCode": generation.error_code,
+    }
