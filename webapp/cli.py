@@ -1,5 +1,6 @@
 """Operator commands: `flask --app app init-db | users create | users token | users tokens |
-users revoke-token | users login-link | credits grant | reap | serve | kie balance | kie check`.
+users revoke-token | users login-link | credits grant | reap | serve | kie balance | kie check`,
+and `webhooks …` (webhooks_cli.py).
 
 Flask-Migrate adds `flask --app app db …` (upgrade, migrate, current …) beside them.
 """
@@ -20,6 +21,7 @@ from .auth.login_links import LINK_LIFETIME, create_login_link
 from .extensions import db
 from .models import User
 from .providers.kie.client import KieClient, Refused
+from .webhooks_cli import webhooks_cli
 
 
 class QuietRequestHandler(WSGIRequestHandler):
@@ -291,6 +293,7 @@ def init_app(app):
     app.cli.add_command(users_cli)
     app.cli.add_command(credits_cli)
     app.cli.add_command(kie_cli)
+    app.cli.add_command(webhooks_cli)
     app.cli.add_command(init_db)
     app.cli.add_command(reap_once)
     app.cli.add_command(serve)

@@ -89,7 +89,9 @@ def test_a_finished_batch_is_announced_signed_to_its_callback_and_the_endpoint(
     for item in to_endpoint:
         assert item.verified(secret)["timestamp"].endswith("Z")
         assert item.headers["webhook-signature"].startswith("v1,")
-    announced = [item.json["data"] for item in to_endpoint if item.json["type"] != "batch.completed"]
+    announced = [
+        item.json["data"] for item in to_endpoint if item.json["type"] != "batch.completed"
+    ]
     assert {data["generationId"] for data in announced} == {
         job["generationId"] for job in batch["jobs"]
     }

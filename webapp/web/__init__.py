@@ -33,4 +33,4 @@ def index():
     return upload.upload_form()
 
 
-from . import account, batches, upload  # noqa: E402,F401  (their routes join bp)
+from . import account, batches, upload, webhooks  # noqa: E402,F401  (their routes join bp)

@@ -22,6 +22,7 @@ from ..errors import is_htmx
 from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
 from ..generation.creation import TooManyInFlight
+from ..generation.deliveries import delivery_log
 from ..generation.history import batches_of
 from ..generation.ownership import owned_batch
 from ..generation.progress import Progress, progress_of
@@ -33,7 +34,7 @@ from ..storage import get_storage
 from ..words import count_of
 from . import bp
 from .archive import archive_entries, archive_name, stream_zip
-from .htmx import page_of, page_or_fragment, see_other
+from .htmx import page_of, page_or_fragment, see_other, wants_fragment
 
 HISTORY_PAGE_SIZE = 20
 
@@ -57,7 +58,11 @@ def history():
 def show(batch_id):
     """The batch page; htmx polls the same URL for the grid until the batch is finished."""
     batch = _own_batch_or_404(batch_id)
-    return page_or_fragment("batches/show.html", "batches/_grid.html", **grid_context(batch))
+    # The delivery log is part of the page, not of the grid that polls.
+    log = [] if wants_fragment() else delivery_log(current_user.id, batch_id=batch.id)
+    return page_or_fragment(
+        "batches/show.html", "batches/_grid.html", deliveries=log, **grid_context(batch)
+    )
 
 
 @bp.get("/batches/<batch_id>/cancel")
