@@ -20,8 +20,14 @@ RETRY_AFTER_SECONDS = 5
 
 
 def wants_json():
-    """The client is a program (the API, a media link): it gets JSON, never a page."""
-    return request.path.startswith(("/api/", "/media/"))
+    """The client is a program (the API, a media link): it gets JSON, never a page. A media
+    link opened in a browser tab (which asks for HTML first) gets a page."""
+    if request.path.startswith("/api/"):
+        return True
+    if request.path.startswith("/media/"):
+        offered = request.accept_mimetypes.best_match(["application/json", "text/html"])
+        return offered != "text/html"
+    return False
 
 
 def is_htmx():

@@ -1,8 +1,11 @@
 """JSON shapes of the API answers (the contract in docs/api.md)."""
 
+from flask import current_app
+
 from ..models import Generation, GenerationStatus
 from ..storage.views import signed_url, url_signer
 from ..words import count_of
+from . import paging, reasons, retention
 from .progress import Progress
 
 # All that an entry of `results` reads. The status route selects just these, as plain rows:
@@ -15,20 +18,34 @@ RESULT_COLUMNS = (
     Generation.result_key,
     Generation.error_code,
     Generation.error_message,
+    Generation.attempts,
+    Generation.not_before,
+    Generation.cost,
+    Generation.result_deleted_at,
 )
+REFUNDED_STATUSES = (GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
 
-def _timestamp(value):
+def timestamp(value):
     return value.isoformat(timespec="milliseconds") + "Z" if value else None
 
 
-def generation_result(generation, signed=signed_url):
-    """One entry of `results`: generationId, status, imageUrl, error (+ clientId, errorCode).
+def generation_result(generation, signed=signed_url, ahead=None):
+    """One entry of `results`: generationId, status, imageUrl, error (+ clientId, errorCode,
+    attempts, charged, refunded, reason).
 
     `generation` is a Generation or a row of RESULT_COLUMNS; `signed` makes the imageUrl (one
-    url_signer() serves all the entries of an answer).
+    url_signer() serves all the entries of an answer); `ahead` is reasons.images_ahead of the
+    answer's generations (asked here when not given).
     """
-    success = generation.status == GenerationStatus.SUCCESS and generation.result_key
+    success = (
+        generation.status == GenerationStatus.SUCCESS
+        and generation.result_key
+        and generation.result_deleted_at is None  # past retention: the file is gone
+    )
+    if ahead is None:
+        ahead = reasons.images_ahead([generation])
+    refunded = generation.status in REFUNDED_STATUSES  # refunded as they ended (outcomes.py)
     return {
         "generationId": generation.id,
         "clientId": generation.client_id,
@@ -36,12 +53,22 @@ def generation_result(generation, signed=signed_url):
         "imageUrl": signed(generation.result_key) if success else None,
         "error": generation.error_message if generation.status == "failed" else None,
         "errorCode": generation.error_code if generation.status == "failed" else None,
+        "attempts": generation.attempts,
+        "charged": generation.cost,
+        "refunded": generation.cost if refunded else 0,
+        "reason": reasons.reason(
+            generation, current_app.config["MAX_ATTEMPTS"], ahead, timestamp
+        ),
     }
 
 
 def summary(generations):
     """Counts by status; `completed` counts successes, as the contract names it."""
-    progress = Progress.of(generations)
+    return summary_of(Progress.of(generations))
+
+
+def summary_of(progress):
+    """`summary` from a Progress (as progress.progress_of counts a page of batches)."""
     return {
         "total": progress.total,
         "pending": progress.pending,
@@ -55,10 +82,11 @@ def summary(generations):
 def results_payload(batch_id, generations):
     """The GET /api/generate/batch answer."""
     signed = url_signer()
+    ahead = reasons.images_ahead(generations)
     finished = GenerationStatus.TERMINAL
     return {
         "batchId": batch_id,
-        "results": [generation_result(generation, signed) for generation in generations],
+        "results": [generation_result(generation, signed, ahead) for generation in generations],
         "summary": summary(generations),
         "isComplete": all(generation.status in finished for generation in generations),
     }
@@ -78,10 +106,10 @@ def batch_created(batch, generations):
     }
 
 
-def batch_detail(batch, generations):
-    """The GET /api/generate/batch/<id> answer: the batch's fields plus its results."""
+def batch_fields(batch):
+    """A batch's own fields, alike in its detail and in the list of batches."""
     return {
-        **results_payload(batch.id, generations),
+        "batchId": batch.id,
         "status": batch.status,
         "model": batch.model,
         "prompt": batch.prompt,
@@ -92,9 +120,50 @@ def batch_detail(batch, generations):
         "totalCost": batch.total_cost,
         "refunded": batch.refunded,
         "engine": batch.provider,
-        "createdAt": _timestamp(batch.created_at),
-        "startedAt": _timestamp(batch.started_at),
-        "finishedAt": _timestamp(batch.finished_at),
+        "createdAt": timestamp(batch.created_at),
+        "startedAt": timestamp(batch.started_at),
+        "finishedAt": timestamp(batch.finished_at),
+        "callbackUrl": batch.callback_url,
+        # When retention deletes its results (None until it has settled).
+        "expiresAt": timestamp(retention.expires_at(batch)),
+    }
+
+
+def batch_detail(batch, generations):
+    """The GET /api/generate/batch/<id> answer: the batch's fields plus its results."""
+    return {**results_payload(batch.id, generations), **batch_fields(batch)}
+
+
+def batch_list(page):
+    """The GET /api/batches answer for a history.BatchPage."""
+    last = page.batches[-1] if page.has_more else None
+    return {
+        "batches": [
+            {**batch_fields(batch), "summary": summary_of(page.progress[batch.id])}
+            for batch in page.batches
+        ],
+        "nextCursor": paging.batch_cursor(last) if last else None,
+    }
+
+
+def ledger_list(page):
+    """The GET /api/ledger answer for a history.LedgerPage."""
+    last = page.lines[-1].entry if page.has_more else None
+    return {
+        "entries": [
+            {
+                "id": entry.id,
+                "kind": entry.kind,
+                "amount": entry.amount,
+                "balanceAfter": balance_after,
+                "batchId": entry.batch_id,
+                "generationId": entry.generation_id,
+                "note": entry.note,
+                "createdAt": timestamp(entry.created_at),
+            }
+            for entry, balance_after in page.lines
+        ],
+        "nextCursor": paging.ledger_cursor(last) if last else None,
     }
 
 
@@ -116,4 +185,5 @@ def photo_result(generation):
         "cost": generation.cost,
         "refunded": generation.cost if generation.status == GenerationStatus.FAILED else 0,
         "engine": generation.provider,
+        "expiresAt": timestamp(retention.Kept.from_config().results_expire(generation.finished_at)),
     }

@@ -22,6 +22,7 @@ from .deliveries import due_deliveries
 from .idempotency_keys import purge_expired
 from .outcomes import fail_and_refund, fence, return_to_pending
 from .progress import finalize_batch, progress_of
+from .retention import sweep as sweep_retention
 
 
 @dataclass
@@ -35,6 +36,8 @@ class ReapReport:
     partials: int = 0  # half-written files of killed writers, swept from storage
     expired_keys: int = 0  # Idempotency-Keys past their 24 hours, deleted
     webhooks: list[str] = field(default_factory=list)  # deliveries due that nobody rang
+    expired_inputs: int = 0  # input files past INPUT_RETENTION_HOURS, deleted
+    expired_results: int = 0  # result files past RESULT_RETENTION_DAYS, deleted
 
     def summary(self):
         return (
@@ -42,7 +45,8 @@ class ReapReport:
             f"polling {len(self.polls)}, finalized {len(self.finalized)}, "
             f"rang {sum(self.lanes.values())} lane(s) of {len(self.lanes)} batch(es) "
             f"and {len(self.photos)} photo(s); swept {self.partials} partial file(s) and "
-            f"{self.expired_keys} expired idempotency key(s); rang {len(self.webhooks)} "
+            f"{self.expired_keys} expired idempotency key(s), {self.expired_inputs} input(s) "
+            f"and {self.expired_results} result(s) past retention; rang {len(self.webhooks)} "
             "webhook delivery(ies)"
         )
 
@@ -57,6 +61,7 @@ def reap(settings, stall_seconds, storage, now=None):
     report.photos = _stalled_photos(stale)
     report.partials = storage.sweep_partials()
     report.expired_keys = purge_expired(now)
+    report.expired_inputs, report.expired_results = sweep_retention(storage, now)
     report.webhooks = due_deliveries(now)
     return report
 

@@ -4,7 +4,10 @@ import mimetypes
 from urllib.parse import quote
 
 from flask import Blueprint, abort, current_app, request, send_file, url_for
+from sqlalchemy import select
 
+from ..extensions import db
+from ..models import Generation
 from . import get_storage, sign, verify
 
 bp = Blueprint("media", __name__, url_prefix="/media")
@@ -48,6 +51,10 @@ def download(key):
     try:
         stored = storage.open(key)
     except (ValueError, FileNotFoundError):
+        if _deleted_by_retention(key):
+            days = current_app.config["RESULT_RETENTION_DAYS"]
+            abort(410, f"This image was deleted: results are kept {days:g} days after their "
+                       "batch finishes.")
         abort(404)
     name = key.rsplit("/", 1)[-1]
     mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -55,3 +62,13 @@ def download(key):
     response = send_file(stored, mimetype=mimetype, max_age=0, download_name=name)
     response.headers["Cache-Control"] = "private, max-age=300"
     return response
+
+
+def _deleted_by_retention(key):
+    """Whether `key` was a result that retention deleted (generation/retention.py)."""
+    found = db.session.scalar(
+        select(Generation.id).where(
+            Generation.result_key == key, Generation.result_deleted_at.is_not(None)
+        )
+    )
+    return found is not None

@@ -26,6 +26,7 @@ from ..generation.deliveries import delivery_log
 from ..generation.history import batches_of
 from ..generation.ownership import owned_batch
 from ..generation.progress import Progress, progress_of
+from ..generation.retention import expires_at
 from ..generation.retry import AlreadyRetried, NothingToRetry, retry_failed, retry_of
 from ..generation.validation import Limits, ValidationError
 from ..models import Generation, GenerationStatus, looks_like_id, utcnow
@@ -61,7 +62,11 @@ def show(batch_id):
     # The delivery log is part of the page, not of the grid that polls.
     log = [] if wants_fragment() else delivery_log(current_user.id, batch_id=batch.id)
     return page_or_fragment(
-        "batches/show.html", "batches/_grid.html", deliveries=log, **grid_context(batch)
+        "batches/show.html",
+        "batches/_grid.html",
+        deliveries=log,
+        expires_at=expires_at(batch),
+        **grid_context(batch),
     )
 
 
@@ -125,8 +130,11 @@ def retry(batch_id):
 def download(batch_id):
     """Every finished image of the batch in one zip, streamed as it is made."""
     batch = _own_batch_or_404(batch_id)
-    entries = archive_entries(batch.generations)
+    kept = [g for g in batch.generations if g.result_deleted_at is None]
+    entries = archive_entries(kept)
     if not entries:
+        if len(kept) < len(batch.generations):
+            abort(410, _deleted_words())
         abort(404, "This batch has no finished image to download yet.")
     return Response(
         stream_zip(entries, get_storage()),
@@ -151,6 +159,8 @@ def download_result(batch_id, generation_id):
     )
     if generation is None or not generation.result_key:
         abort(404)
+    if generation.result_deleted_at:
+        abort(410, _deleted_words())
     try:
         stored = get_storage().open(generation.result_key)
     except FileNotFoundError:
@@ -202,6 +212,11 @@ def _retry_refusal(error):
     if isinstance(error, TooManyInFlight):
         return error.message
     return str(error)
+
+
+def _deleted_words():
+    days = current_app.config["RESULT_RETENTION_DAYS"]
+    return f"These images were deleted: results are kept {days:g} days after their batch finishes."
 
 
 def _own_batch_or_404(batch_id):
