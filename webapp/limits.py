@@ -21,6 +21,12 @@ LIMITS = {
     "api.batch_status": ("STATUS_RATE_LIMIT", BY_USER),
     "api.batch_detail": ("STATUS_RATE_LIMIT", BY_USER),
     "web.show": ("STATUS_RATE_LIMIT", BY_USER),
+    "api.list_batches": ("STATUS_RATE_LIMIT", BY_USER),
+    "api.list_ledger": ("STATUS_RATE_LIMIT", BY_USER),
+    "api.batch_deliveries": ("STATUS_RATE_LIMIT", BY_USER),
+    # A redelivery sends a request out: limited at the pace of creates, so we flood no one.
+    "api.redeliver": ("CREATE_RATE_LIMIT", BY_USER),
+    "web.redeliver": ("CREATE_RATE_LIMIT", BY_USER),
     "auth.login": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
     "auth.telegram": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
     "auth.telegram_mini_app": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),

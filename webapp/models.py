@@ -111,6 +111,8 @@ class LoginLink(db.Model):
 
 class Batch(db.Model):
     __tablename__ = "batches"
+    # A user's history, newest first, a keyset page at a time (generation/history.py).
+    __table_args__ = (Index("ix_batches_user_created", "user_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_batch_id)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)

@@ -58,6 +58,24 @@ def test_polls_are_limited_per_user(limited_app):
     assert_limited(answers[3])
 
 
+@pytest.mark.parametrize("url", ["/api/batches", "/api/ledger", "/api/generate/batch/{}/webhooks"])
+def test_history_and_delivery_logs_count_as_polls(limited_app, url):
+    alice = ApiClient(limited_app, *create_user(limited_app, "alice"))
+    batch_id = alice.post("/api/generate/batch", json=batch_body(1)).get_json()["batchId"]
+
+    answers = [alice.get(url.format(batch_id)) for _ in range(4)]
+
+    assert [answer.status_code for answer in answers[:3]] == [200, 200, 200]
+    assert_limited(answers[3])
+
+
+def test_redelivering_is_limited_at_the_pace_of_creates(limited_app):
+    alice = ApiClient(limited_app, *create_user(limited_app, "alice"))
+    answers = [alice.post("/api/webhooks/deliveries/msg_none/redeliver") for _ in range(3)]
+    assert [answer.status_code for answer in answers[:2]] == [404, 404]
+    assert_limited(answers[2])
+
+
 def test_sign_in_attempts_are_limited_per_address_and_showing_the_page_is_not(limited_app):
     client = limited_app.test_client()
     for _ in range(5):

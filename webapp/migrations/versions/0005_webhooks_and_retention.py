@@ -1,5 +1,6 @@
-"""Webhooks (endpoints, the outbox of deliveries, their attempts), a batch's callbackUrl, and
-when a generation's input and result files were deleted by retention.
+"""Webhooks (endpoints, the outbox of deliveries, their attempts), a batch's callbackUrl, when
+a generation's input and result files were deleted by retention, and the index of a user's
+batches newest first.
 
 Revision ID: 0005
 Revises: 0004
@@ -105,9 +106,13 @@ def upgrade():
     op.add_column("batches", sa.Column("callback_url", sa.String(length=2048), nullable=True))
     op.add_column("generations", sa.Column("input_deleted_at", sa.DateTime(), nullable=True))
     op.add_column("generations", sa.Column("result_deleted_at", sa.DateTime(), nullable=True))
+    op.create_index(
+        "ix_batches_user_created", "batches", ["user_id", "created_at", "id"], unique=False
+    )
 
 
 def downgrade():
+    op.drop_index("ix_batches_user_created", table_name="batches")
     op.drop_index(op.f("ix_webhook_attempts_delivery_id"), table_name="webhook_attempts")
     op.drop_table("webhook_attempts")
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
