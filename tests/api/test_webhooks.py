@@ -180,6 +180,21 @@ def test_the_schedule_ends_failed_and_redeliver_sends_the_same_message_again(
     assert {item.webhook_id for item in sent} == {delivery.id}
 
 
+def test_a_pending_delivery_is_not_sent_once_the_endpoint_is_changed(
+    app, api_client, user, receiver
+):
+    endpoint_for(app, user[0], f"{receiver.url}/hooks")
+    receiver.script(Reply(500))
+    run_batch(app, api_client)
+    with running_consumer(app):
+        receiver.wait_for(1)
+        wait_for(lambda: deliveries(app)[0].attempts == 1)
+        endpoint_for(app, user[0], f"{receiver.url}/new-hooks")
+        wait_for(lambda: deliveries(app)[0].status == DeliveryStatus.FAILED)
+    assert deliveries(app)[0].last_error == "the endpoint was changed or removed since"
+    assert [item.path for item in receiver.received] == ["/hooks"]
+
+
 def test_a_rotated_secret_signs_beside_the_new_one(app, api_client, user, receiver):
     old = endpoint_for(app, user[0], f"{receiver.url}/hooks")
     with app.app_context():

@@ -81,9 +81,12 @@ def _lease_seconds():
 
 def _attempt(delivery, endpoint):
     if endpoint is None:
-        return _refused("the signing secret was removed")
-    if delivery.endpoint_id is not None and endpoint.disabled_at is not None:
-        return _refused("the endpoint is disabled (it answered 410 Gone)")
+        return _refused("the signing secret was removed", final=True)
+    if delivery.endpoint_id is not None:
+        if endpoint.disabled_at is not None:
+            return _refused("the endpoint is disabled (it answered 410 Gone)", final=True)
+        if endpoint.url != delivery.url:
+            return _refused("the endpoint was changed or removed since", final=True)
     try:
         check_url(delivery.url, allow_hosts())
     except AddressRefused as refused:
@@ -94,8 +97,8 @@ def _attempt(delivery, endpoint):
     return sending.send(delivery.url, delivery.payload, headers, timeout=timeout)
 
 
-def _refused(error):
-    return sending.Answer(None, error, None, None, 0)
+def _refused(error, final=False):
+    return sending.Answer(None, error, None, None, 0, final=final)
 
 
 def _record(delivery, endpoint, answer):
@@ -119,9 +122,9 @@ def _record(delivery, endpoint, answer):
     next_at = None
     if answer.delivered:
         values.update(status=DeliveryStatus.DELIVERED, delivered_at=now, next_attempt_at=None)
-    elif answer.gone:
+    elif answer.ends:
         values.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
-        if delivery.endpoint_id is not None:
+        if answer.gone and delivery.endpoint_id is not None:
             db.session.execute(
                 update(WebhookEndpoint)
                 .where(WebhookEndpoint.id == delivery.endpoint_id)

@@ -23,6 +23,7 @@ class Answer:
     excerpt: str | None  # the start of the body, at most KEPT_BYTES
     retry_after: float | None
     duration_ms: int
+    final: bool = False  # not sent, and never will be (the endpoint is gone): no retry
 
     @property
     def delivered(self):
@@ -32,6 +33,11 @@ class Answer:
     def gone(self):
         """410 Gone: the receiver asks never to be called again."""
         return self.status_code == 410
+
+    @property
+    def ends(self):
+        """Nothing more will be tried: delivered, gone, or final."""
+        return self.delivered or self.gone or self.final
 
 
 def send(url, body, headers, timeout=TIMEOUT_SECONDS, session=requests):
