@@ -22,15 +22,27 @@ from ..generation.validation import (
     parse_batch_request,
     parse_photo_request,
 )
+from ..generation.webhook_endpoints import EndpointRefused, check_callback_url
 from ..models import Generation, looks_like_id
 from ..providers import get_provider
 from ..storage import get_storage
-from . import callbacks, idempotency
+from . import callbacks, history, idempotency, openapi, webhooks
 from .json_body import parse_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 # No login: kie.ai calls it. CSRF-exempt with the rest of the API (see create_app).
 bp.add_url_rule("/callbacks/kie", view_func=callbacks.kie_callback, methods=["POST"])
+# The contract (openapi.yaml) and its docs page; no login either.
+bp.add_url_rule("/openapi.json", view_func=openapi.openapi_json, methods=["GET"])
+bp.add_url_rule("/docs", view_func=openapi.docs_page, methods=["GET"])
+# The caller's history, a page at a time (history.py).
+bp.add_url_rule("/batches", view_func=history.list_batches)
+bp.add_url_rule("/ledger", view_func=history.list_ledger)
+# A batch's webhook deliveries, and sending one again (webhooks.py).
+bp.add_url_rule("/generate/batch/<batch_id>/webhooks", view_func=webhooks.batch_deliveries)
+bp.add_url_rule(
+    "/webhooks/deliveries/<delivery_id>/redeliver", view_func=webhooks.redeliver, methods=["POST"]
+)
 
 MAX_JOB_IDS = 200
 DATA_URL_PREFIX_BYTES = 64  # "data:image/jpeg;base64," and room to spare
@@ -48,6 +60,11 @@ def too_many_in_flight(error):
     response = json_error(error.message, 429, limit=error.limit, inFlight=error.in_flight)
     response.headers["Retry-After"] = str(IN_FLIGHT_RETRY_SECONDS)
     return response
+
+
+@bp.errorhandler(EndpointRefused)
+def webhook_refused(error):
+    return json_error(error.message, 400, field=error.field)
 
 
 @bp.errorhandler(billing.InsufficientCredits)
@@ -82,6 +99,8 @@ def create_batch_job(record_resource):
     spec = parse_batch_request(
         _json_body(), load_catalog(), Limits.from_config(current_app.config)
     )
+    if spec.callback_url:
+        check_callback_url(current_user.id, spec.callback_url)
     batch = _create(create_batch, spec, record_resource)
     return jsonify(presenters.batch_created(batch, list(batch.generations)))
 
