@@ -184,6 +184,7 @@ def redeliver(delivery_id, user_id):
             schedule_index=0,
             next_attempt_at=utcnow(),
             lease_expires_at=None,
+            delivered_at=None,
         )
         .execution_options(synchronize_session=False)
     )
