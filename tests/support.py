@@ -11,6 +11,7 @@ import time
 from PIL import Image
 from sqlalchemy import select
 
+from tests.contract import ContractClient
 from webapp import billing, create_app
 from webapp.auth import create_token
 from webapp.extensions import db
@@ -55,6 +56,8 @@ def make_app(tmp_path, database_url=None, create_tables=True, **overrides):
     if database_url:
         overrides["SQLALCHEMY_DATABASE_URI"] = database_url
     app = create_app(app_config(tmp_path, **overrides), instance_path=str(tmp_path))
+    # Every answer of a documented /api/ route is checked against the contract (tests/contract.py).
+    app.test_client_class = ContractClient
     if create_tables:
         with app.app_context():
             db.create_all()

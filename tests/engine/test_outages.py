@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from tests.contract import ContractClient
 from tests.support import (
     app_config,
     claim_next_image,
@@ -97,7 +98,9 @@ def unreachable_database_app(tmp_path):
         tmp_path, SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:9/test"
     )
     config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"connect_timeout": 2}}
-    return create_app(config, instance_path=str(tmp_path))
+    app = create_app(config, instance_path=str(tmp_path))
+    app.test_client_class = ContractClient  # its 503s are checked against the contract too
+    return app
 
 
 def test_a_database_out_of_reach_answers_503_json_with_retry_after(unreachable_database_app):
