@@ -3,20 +3,11 @@ show | remove` (docs/webhooks.md). A new secret is printed once, on the last lin
 
 import click
 from flask.cli import AppGroup
-from sqlalchemy import select
 
-from .extensions import db
+from .cli import find_user as _user
 from .generation import webhook_endpoints
-from .models import User
 
 webhooks_cli = AppGroup("webhooks", help="Manage a user's webhook endpoint and signing secret.")
-
-
-def _user(name):
-    user = db.session.scalar(select(User).where(User.name == name))
-    if user is None:
-        raise click.ClickException(f"no user named {name!r}")
-    return user
 
 
 @webhooks_cli.command("set")

@@ -28,7 +28,7 @@ from ..webhooks import sending
 from ..webhooks.addresses import AddressRefused, check_url
 from ..webhooks.signing import signed_headers
 from .announcements import ring_again
-from .webhook_endpoints import allow_hosts, signing_secrets
+from .webhook_endpoints import allow_hosts, endpoint_of, signing_secrets
 
 # A lease lasts this many attempt timeouts (a minute by default): one that runs out means its
 # sender died.
@@ -64,9 +64,7 @@ def deliver(delivery_id, now=None):
     if claimed.rowcount != 1:
         return None
     delivery = db.session.get(WebhookDelivery, delivery_id, populate_existing=True)
-    endpoint = db.session.scalar(
-        select(WebhookEndpoint).where(WebhookEndpoint.user_id == delivery.user_id)
-    )
+    endpoint = endpoint_of(delivery.user_id)
     for row in (delivery, endpoint):
         if row is not None:
             db.session.expunge(row)  # kept as read, while nothing is held

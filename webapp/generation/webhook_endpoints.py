@@ -8,7 +8,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import User, WebhookEndpoint, utcnow
+from ..models import WebhookEndpoint, utcnow
 from ..webhooks.addresses import AddressRefused, allowed_hosts, check_url
 from ..webhooks.signing import new_secret
 
@@ -126,6 +126,3 @@ def signing_secrets(endpoint, now=None):
         found.append(endpoint.previous_secret)
     return found
 
-
-def user_named(name):
-    return db.session.scalar(select(User).where(User.name == name))
