@@ -47,13 +47,13 @@ def check_webhook_url(url, field="url"):
 def check_callback_url(user_id, url):
     """A batch's callbackUrl may be used: its address is public (or allowed), and the user
     has a signing secret to sign its deliveries with."""
-    check_webhook_url(url, "callbackUrl")
-    if endpoint_of(user_id) is None:
+    if endpoint_of(user_id) is None:  # asked first: no name is resolved for nothing
         raise EndpointRefused(
             "callbackUrl needs a webhook signing secret first: make one on /account/webhooks "
             "(or `flask --app app webhooks rotate-secret NAME`), then verify deliveries with it",
             "callbackUrl",
         )
+    check_webhook_url(url, "callbackUrl")
 
 
 def parse_events(events):
