@@ -98,6 +98,12 @@ def test_it_is_served_as_json_without_a_sign_in_naming_the_root_it_was_asked_at(
     assert load_document() is load_document()  # parsed once per process
 
 
+def test_behind_a_proxy_it_names_the_public_base_url(app):
+    app.config["PUBLIC_BASE_URL"] = "https://img.example.com"
+    served = app.test_client().get("/api/openapi.json", base_url="http://10.0.0.5:8000/")
+    assert served.get_json()["servers"] == [{"url": "https://img.example.com"}]
+
+
 def test_the_docs_page_needs_no_sign_in_and_loads_only_vendored_files(app):
     client = app.test_client()
     response = client.get("/api/docs")

@@ -1,8 +1,9 @@
 """The API's contract: openapi.yaml (hand-written, OpenAPI 3.1), served as JSON at
 GET /api/openapi.json and browsable at /api/docs (Swagger UI, vendored in static/vendor/).
 
-Neither needs a sign-in. The document is parsed once per process; each answer names the root
-URL it was asked at as its one server, so "Try it out" and generated clients call this service.
+Neither needs a sign-in. The document is parsed once per process; each answer names one server,
+PUBLIC_BASE_URL when set (behind a proxy the request's own root may be an inner host), else the
+root URL it was asked at, so "Try it out" and generated clients call this service.
 """
 
 import copy
@@ -32,7 +33,8 @@ def document_for(root_url):
 
 def openapi_json():
     # Not jsonify: it sorts keys, and the document reads best in the order it was written.
-    body = json.dumps(document_for(request.url_root), ensure_ascii=False)
+    root = current_app.config["PUBLIC_BASE_URL"] or request.url_root
+    body = json.dumps(document_for(root), ensure_ascii=False)
     return current_app.response_class(body, mimetype="application/json")
 
 
