@@ -13,7 +13,6 @@ import click
 from flask import current_app, url_for
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
-from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from . import billing, schema
 from .auth import create_token, revoke_token, tokens_of
@@ -21,21 +20,7 @@ from .auth.login_links import LINK_LIFETIME, create_login_link
 from .extensions import db
 from .models import User
 from .providers.kie.client import KieClient, Refused
-
-
-class QuietRequestHandler(WSGIRequestHandler):
-    """Werkzeug's handler, without its own `Server: Werkzeug/… Python/…`: the app's answers
-    name the server themselves (headers.py), and nothing discloses versions."""
-
-    def version_string(self):
-        return "batchgen"
-
-    def send_response(self, code, message=None):
-        """As http.server's, less the Server header it always adds."""
-        self.log_request(code)
-        self.send_response_only(code, message)
-        self.send_header("Date", self.date_time_string())
-
+from .serving import bind, forget_address, local_address, record_address, recorded_address
 
 users_cli = AppGroup("users", help="Manage users.")
 credits_cli = AppGroup("credits", help="Manage credits (every change writes a ledger row).")
@@ -129,9 +114,13 @@ def _login_url(token, base_url):
 
 
 def _default_base_url():
-    """Where people reach this server: PUBLIC_BASE_URL, else `make run`'s local address."""
-    base = current_app.config["PUBLIC_BASE_URL"]
-    return base or f"http://127.0.0.1:{os.environ.get('PORT', '5000')}"
+    """Where people reach this server: the address the running `serve` recorded, else
+    PUBLIC_BASE_URL, else `make run`'s local address on PORT."""
+    return (
+        recorded_address(current_app.instance_path)
+        or current_app.config["PUBLIC_BASE_URL"]
+        or local_address("127.0.0.1", os.environ.get("PORT", "5000"))
+    )
 
 
 def _lifetime():
@@ -230,6 +219,7 @@ def serve(host, port, workers, demo):
     from tasks import EmbeddedConsumer, get_queue
 
     app = current_app._get_current_object()
+    server = bind(host, port, app)  # a busy port fails here, before anything is printed
     queue = get_queue(app)
     consumer = EmbeddedConsumer(
         queue.huey,
@@ -241,7 +231,7 @@ def serve(host, port, workers, demo):
     )
     consumer.start()
     queue.reap()  # pick up whatever a previous run left behind
-    base = app.config["PUBLIC_BASE_URL"] or f"http://{host}:{port}"
+    base = app.config["PUBLIC_BASE_URL"] or local_address(host, server.server_port)
     backend = "Redis" if app.config["REDIS_URL"] else "SQLite"
     click.echo(
         f"batchgen is running at {base} (engine: {app.config['GENERATION_BACKEND']}, "
@@ -250,9 +240,11 @@ def serve(host, port, workers, demo):
     click.echo(_demo_sign_in(base) if demo else _how_to_sign_in())
     click.echo("Press Ctrl+C to stop.")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    record_address(app.instance_path, base)
     try:
-        run_simple(host, port, app, threaded=True, request_handler=QuietRequestHandler)
+        server.serve_forever()  # Werkzeug's own, without run_simple's development banner
     finally:
+        forget_address(app.instance_path)
         consumer.stop(graceful=True)
 
 

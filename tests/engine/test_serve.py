@@ -58,6 +58,15 @@ def test_serve_runs_web_and_consumer_in_one_process(tmp_path, database_url):
     base = f"http://127.0.0.1:{port}"
     try:
         link = wait_for(lambda: _printed_link(log_path, base), timeout=30)
+        # The operator's second terminal, without PORT: its links are on the running server.
+        elsewhere = {key: value for key, value in environment.items() if key != "PORT"}
+        operator = subprocess.run(
+            [FLASK, "--app", "app", "users", "login-link", "demo"],
+            cwd=PROJECT_ROOT,
+            env=elsewhere,
+            capture_output=True,
+            text=True,
+        )
         with requests.Session() as http:
             wait_for(lambda: _answers(http, f"{base}/api/models"), timeout=30)
             answer = http.get(link)
@@ -82,6 +91,9 @@ def test_serve_runs_web_and_consumer_in_one_process(tmp_path, database_url):
         server.wait(timeout=30)
 
     assert "Sign in as demo" in page
+    assert operator.returncode == 0, operator.stderr
+    assert operator.stdout.splitlines()[-1].startswith(f"{base}/auth/link/")
+    assert not (tmp_path / "server.json").exists()  # a clean stop forgets the address
     assert signed_in.status_code == 303
     assert detail["status"] == "completed"
     assert result.status_code == 200 and result.headers["Content-Type"] == "image/png"
@@ -90,8 +102,42 @@ def test_serve_runs_web_and_consumer_in_one_process(tmp_path, database_url):
     output = log_path.read_text()
     assert f"batchgen is running at {base}" in output
     assert "Created the user 'demo' with 100⭐." in output
+    assert "development server" not in output and "Running on" not in output  # Werkzeug's banner
     assert (tmp_path / "huey.db").exists()
     assert (tmp_path / "app.db").exists() == embedded
+
+
+def test_a_busy_port_is_one_line_naming_a_free_port_and_no_sign_in_link(tmp_path):
+    """A second `make run` on a taken port says so and stops: no "is running", no link."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "SECRET_KEY", "PUBLIC_BASE_URL")
+    }
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment.update(INSTANCE_PATH=str(tmp_path), PORT=str(port))
+        run = subprocess.run(
+            [FLASK, "--app", "app", "serve", "--demo"],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    said = (run.stdout + run.stderr).strip().splitlines()
+    assert run.returncode != 0
+    assert len(said) == 1, said
+    suggested = re.fullmatch(
+        rf"Error: port {port} on 127\.0\.0\.1 is already in use \(another batchgen\?\); "
+        r"try PORT=(\d+) make run",
+        said[0],
+    )
+    assert suggested and int(suggested.group(1)) != port
+    assert not (tmp_path / "server.json").exists()
 
 
 def _printed_link(log_path, base):
