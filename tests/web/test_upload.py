@@ -175,11 +175,11 @@ def test_a_refused_upload_shows_each_problem_next_to_its_field_and_keeps_the_cho
     assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert '<p class="field-error" id="prompt-error">prompt is required' in html
-    assert (
-        '<p class="field-error" id="images-error">notes.png is not a readable PNG, JPEG or WebP'
-        in html
+    images_error = '<ul class="field-error" id="images-error"><li>notes.png is not a readable'
+    assert images_error in html
+    assert re.search(
+        r'<textarea id="prompt"[^>]* aria-describedby="prompt-error [^>]*aria-invalid', html
     )
-    assert 'aria-invalid="true" aria-describedby="prompt-error"' in html
     assert 'value="no blur"' in html
     assert '<option value="nano-banana-pro" selected>' in html
     assert '<option value="4k" selected>' in html
@@ -188,6 +188,82 @@ def test_a_refused_upload_shows_each_problem_next_to_its_field_and_keeps_the_cho
     assert "nothing was charged" in html
     assert ApiClient(app, *user).balance() == 100
     assert media_files(app) == []
+
+
+def test_every_bad_file_is_named_with_its_reason_in_one_answer(app, user, browser):
+    response = upload(
+        browser,
+        [
+            ("notes.png", b"plain text, renamed"),
+            ("good.png", image_bytes()),
+            ("empty.png", b""),
+        ],
+    )
+
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    field = html[
+        html.index('id="images-error"') : html.index("</ul>", html.index('id="images-error"'))
+    ]
+    assert re.findall(r"<li>([^<]*)</li>", field) == [
+        "notes.png is not a readable PNG, JPEG or WebP image",
+        "empty.png is empty",
+    ]
+    summary = html[
+        html.index('id="form-errors"') : html.index("</div>", html.index('id="form-errors"'))
+    ]
+    assert '<a href="#images">notes.png is not a readable' in summary
+    assert '<a href="#images">empty.png is empty</a>' in summary
+    assert "good.png" not in field + summary
+    assert "1 image × 3⭐ = 3⭐" in html  # the cost line counts the good one only
+    assert ApiClient(app, *user).ledger() == [("grant", 100)]
+    assert media_files(app) == []
+
+
+def test_a_long_prompt_is_refused_at_the_prompt_field(app, user, browser):
+    response = upload(browser, [("a.png", image_bytes())], prompt="x" * 5016)
+
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    textarea = re.search(r'<textarea id="prompt"[^>]*>', html).group(0)
+    assert 'maxlength="4000"' in textarea
+    assert 'aria-describedby="prompt-error prompt-count"' in textarea
+    assert 'aria-invalid="true"' in textarea
+    # The message sits at the prompt: straight after it, before the next field.
+    after = html[html.index("</textarea>") : html.index('<label for="negativePrompt"')]
+    assert (
+        '<p class="field-error" id="prompt-error">prompt is longer than 4000 characters</p>'
+        in after
+    )
+    assert (
+        '<p id="prompt-count" class="hint prompt-count" data-max="4000">5,016 / 4,000 characters'
+        in after
+    )
+    assert ApiClient(app, *user).balance() == 100
+    assert media_files(app) == []
+
+
+def test_the_prompt_has_the_servers_limit_as_maxlength_and_a_polite_counter(browser):
+    html = browser.get("/").get_data(as_text=True)
+
+    assert re.search(
+        r'<textarea id="prompt"[^>]* maxlength="4000"[^>]* aria-describedby="prompt-count"', html
+    )
+    assert (
+        '<p id="prompt-count" class="hint prompt-count" data-max="4000">0 / 4,000 characters</p>'
+        in html
+    )
+    assert (
+        '<p id="prompt-count-status" class="visually-hidden" role="status" aria-live="polite">'
+        in html
+    )
+
+
+def test_a_line_break_in_the_prompt_counts_as_one_character_as_the_browser_counts_it(browser):
+    # A form posts a typed line break as CRLF; maxlength counted it as one.
+    response = upload(browser, [("a.png", image_bytes())], prompt="a" * 3998 + "\r\nb")
+
+    assert response.status_code == 303
 
 
 def test_a_refused_htmx_upload_answers_the_form_alone_with_the_picker_preserved(browser):

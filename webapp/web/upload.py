@@ -8,7 +8,7 @@ from tasks import get_queue
 from .. import billing
 from ..catalog import load_catalog
 from ..generation.creation import TooManyInFlight, create_batch
-from ..generation.validation import Limits
+from ..generation.validation import MAX_PROMPT_CHARS, Limits
 from ..providers import get_provider
 from ..storage import get_storage
 from . import bp
@@ -58,7 +58,7 @@ def create():
             limits_in_flight=current_app.config["USER_MAX_PENDING_IMAGES"],
         )
     except FormErrors as error:
-        return upload_form(request.form, error.errors, len(uploads))
+        return upload_form(request.form, error.errors, error.image_count)
     except TooManyInFlight as error:
         return upload_form(request.form, {"images": error.message}, len(uploads))
     except billing.InsufficientCredits as error:
@@ -91,6 +91,7 @@ def upload_form(fields=None, errors=None, image_count=None):
         form=fields,
         errors=errors or {},
         limits=limits,
+        max_prompt_chars=MAX_PROMPT_CHARS,
         parallel_choices=[n for n in (2, 4, 8) if n <= limits.max_concurrency],
         quote=_quote(fields),
     )

@@ -16,12 +16,24 @@ from .numbers import whole_number
 
 
 class FormErrors(ValidationError):
-    """Several fields of a form are wrong: {field: message}, in the form's order."""
+    """Several fields of a form are wrong: {field: message}, in the form's order. The images'
+    entry is a tuple when several files are bad: one message per file. `image_count` is how
+    many of the uploaded files are good images, for the cost line of the re-rendered form."""
 
-    def __init__(self, errors):
+    def __init__(self, errors, image_count=None):
         field, message = next(iter(errors.items()))
-        super().__init__(message, field)
+        super().__init__(message if isinstance(message, str) else message[0], field)
         self.errors = errors
+        self.image_count = image_count
+
+
+class FileErrors(ValidationError):
+    """Uploaded files that are not images a batch can take: one message for each of them."""
+
+    def __init__(self, messages, good):
+        super().__init__(messages[0], "images")
+        self.messages = tuple(messages)
+        self.good = good
 
 
 def parse_batch_upload(fields, uploads, catalog, limits):
@@ -30,12 +42,29 @@ def parse_batch_upload(fields, uploads, catalog, limits):
     Raises FormErrors naming every wrong field, so the form can show each problem at once.
     """
     errors = {}
+    fields = _as_typed(fields)
     generation = _collect(errors, parse_upload_settings, fields, catalog)
     concurrency = _collect(errors, _parse_form_concurrency, fields.get("concurrency"), limits)
-    images = _collect(errors, _check_uploads, uploads, limits)
+    images, image_count = None, len(uploads)
+    try:
+        images = _check_uploads(uploads, limits)
+        image_count = len(images)
+    except FileErrors as error:
+        errors["images"], image_count = error.messages, error.good
+    except ValidationError as error:
+        errors["images"] = error.message
     if errors:
-        raise FormErrors(errors)
+        raise FormErrors(errors, image_count)
     return BatchSpec(generation=generation, concurrency=concurrency, images=images)
+
+
+def _as_typed(fields):
+    """The fields with the prompt's line breaks as typed: a form posts each as CRLF, but the
+    browser counts it as one character (and so does the textarea's maxlength)."""
+    typed = {name: fields.get(name) for name in fields}
+    if isinstance(typed.get("prompt"), str):
+        typed["prompt"] = typed["prompt"].replace("\r\n", "\n")
+    return typed
 
 
 def check_image_count(count, limits):
@@ -87,8 +116,10 @@ def quote_form(fields, catalog, limits, balance, request_limit):
 
 
 def _check_uploads(uploads, limits):
+    """Every uploaded file checked, so a refusal names each bad one (FileErrors), not the first."""
     check_image_count(len(uploads), limits)
     images = []
+    bad = []
     seen = set()
     for filename, raw in uploads:
         # A file's name is only its label here: control characters become "_".
@@ -101,7 +132,9 @@ def _check_uploads(uploads, limits):
         try:
             images.append(check_image(raw, name, limits, client_id))
         except ValidationError as error:
-            raise ValidationError(error.message, "images") from None
+            bad.append(error.message)
+    if bad:
+        raise FileErrors(bad, good=len(images))
     return tuple(images)
 
 
