@@ -324,6 +324,28 @@ def test_all_results_download_as_a_streamed_zip(app, alice, browser):
     assert archive.testzip() is None
 
 
+def test_zip_entries_keep_a_number_the_name_has_and_stay_unique(app, alice, browser):
+    """`01-red-on-white.png` is not zipped as `01-01-red-on-white.png`; names that meet get -2."""
+    names = ["01-red-on-white.png", "blue.png", "03-green.jpg", "03-green.png", "02-blue.png"]
+    body = batch_body(len(names), concurrency=1)
+    for image, name in zip(body["images"], names, strict=True):
+        image["id"] = name
+    created = alice.post("/api/generate/batch", json=body)
+    assert created.status_code == 200, created.get_json()
+    batch_id = created.get_json()["batchId"]
+    drain(app)
+
+    archive = zipfile.ZipFile(io.BytesIO(browser.get(f"/batches/{batch_id}/download").data))
+
+    assert archive.namelist() == [
+        "01-red-on-white.png",
+        "02-blue.png",
+        "03-green.png",
+        "03-green-2.png",
+        "02-blue-2.png",
+    ]
+
+
 def test_a_batch_without_results_has_nothing_to_zip(alice, browser):
     batch_id = create(alice, 1)
 

@@ -5,22 +5,37 @@ import zipfile
 
 from ..models import GenerationStatus
 
+# A name that starts with its own number (`01-red.png`, `7_cat`, `003 dog`) keeps it alone.
+NUMBERED = re.compile(r"\d+(?:[-_. ]|$)")
+
 
 def archive_name(generation):
-    """`03-holiday.png`: the upload position, then the client's name without its extension."""
+    """`03-holiday.png`: the upload position, then the client's name without its extension;
+    a name already numbered (`01-red-on-white.png`) is not numbered twice."""
     stem = re.sub(r"\.[A-Za-z0-9]{2,5}$", "", generation.client_id or generation.id)
     stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", stem).strip() or generation.id
     extension = generation.result_key.rsplit(".", 1)[-1]
+    if NUMBERED.match(stem):
+        return f"{stem}.{extension}"
     return f"{generation.position + 1:02d}-{stem}.{extension}"
 
 
 def archive_entries(generations):
-    """(name in the zip, storage key) of every successful generation's result."""
-    return [
-        (archive_name(generation), generation.result_key)
-        for generation in generations
-        if generation.status == GenerationStatus.SUCCESS and generation.result_key
-    ]
+    """(name in the zip, storage key) of every successful generation's result, each name once:
+    a name taken by an earlier entry gets `-2`, `-3`… before its extension."""
+    entries, taken = [], set()
+    for generation in generations:
+        if generation.status != GenerationStatus.SUCCESS or not generation.result_key:
+            continue
+        name = archive_name(generation)
+        stem, dot, extension = name.rpartition(".")
+        copy = 1
+        while name.lower() in taken:
+            copy += 1
+            name = f"{stem}-{copy}{dot}{extension}"
+        taken.add(name.lower())
+        entries.append((name, generation.result_key))
+    return entries
 
 
 class _Chunks:
