@@ -157,7 +157,7 @@ def test_an_image_failing_retryably_after_a_cancel_is_refunded_not_requeued(app,
     claim = _claim(app, batch_id)
     _cancel(api_client, batch_id)
 
-    _finish(app, claim, Failed("upstream_error", "kie.ai had a server error.", retryable=True))
+    _finish(app, claim, Failed("upstream_error", "The image service had a server error.", True))
 
     assert _statuses(app, batch_id) == ["cancelled"] * 3
     assert _refunds(api_client) == [PRICE] * 3

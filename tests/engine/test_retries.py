@@ -96,7 +96,8 @@ def test_retryable_errors_are_given_up_after_max_attempts_and_refunded(quick_app
     assert detail["status"] == "failed"
     for result in detail["results"]:
         assert result["errorCode"] == "upstream_error"
-        assert result["error"].startswith("kie.ai had a server error")
+        assert result["error"].startswith("The image service had a server error")
+        assert "kie" not in result["error"].lower()
         assert result["error"].endswith(
             "Gave up after 3 attempts; the credits for this image were refunded."
         )
@@ -119,6 +120,9 @@ def test_a_content_policy_refusal_fails_at_once_with_a_clear_message(quick_app):
     result = detail["results"][0]
     assert (result["status"], result["errorCode"]) == ("failed", "content_policy")
     assert "content policy" in result["error"] and "NSFW content detected" in result["error"]
+    # What happened and what to do, without the vendor's name or a "try again" as it was.
+    assert "kie" not in result["error"].lower()
+    assert "change the prompt or the image" in result["error"]
     assert [row["attempts"] for row in generation_rows(app, batch_id)] == [1]
     assert client.balance() == 100
 
@@ -218,7 +222,7 @@ def test_an_upstream_that_answers_429_forever_fails_the_image_after_the_deadline
     [result] = detail["results"]
     assert (result["status"], result["errorCode"]) == ("failed", "rate_limited")
     assert result["error"] == (
-        "kie.ai is rate-limiting requests. "
+        "The image service is busy with too many requests. "
         "Gave up after 3 attempts; the credits for this image were refunded."
     )
     assert [row["attempts"] for row in generation_rows(app, batch_id)] == [3]

@@ -142,7 +142,8 @@ def test_content_policy_failure_is_permanent(kie_mock, provider, fail_code, fail
 
     assert (outcome.code, outcome.retryable) == ("content_policy", False)
     assert fail_msg in outcome.message
-    assert "Change the prompt or the image" in outcome.message
+    assert "would be refused again: change the prompt or the image" in outcome.message
+    assert "kie" not in outcome.message.lower()
 
 
 @pytest.mark.parametrize(

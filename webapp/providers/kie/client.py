@@ -82,7 +82,7 @@ class KieClient:
         elif not response.ok:
             code = response.status_code
         elif not body:
-            message = f"kie.ai sent an unreadable answer. {RETRIED}"
+            message = f"The image service sent an unreadable answer. {RETRIED}"
             raise Refused(Failed("upstream_unavailable", message, True))
         else:
             return body
@@ -109,7 +109,7 @@ class KieClient:
         answer = self.call("POST", UPLOAD_PATH, base=self.upload_base, json=body)
         url = answer_data(answer).get("downloadUrl")
         if not url:
-            message = f"kie.ai did not return the upload. {RETRIED}"
+            message = f"The image service did not take the input image. {RETRIED}"
             raise Refused(Failed("upstream_error", message, True))
         return url
 
@@ -120,7 +120,7 @@ class KieClient:
         than any image we make is refused, not held in memory.
         """
         if urlsplit(url).scheme not in ("http", "https"):
-            message = "kie.ai sent a result link that is not http(s)."
+            message = "The image service sent a result link that is not http(s)."
             raise Refused(Failed("generation_failed", message))
         try:
             with self.session.get(
@@ -170,7 +170,7 @@ def _read_bounded(response, limit):
     for chunk in response.iter_content(chunk_size=256 * 1024):
         size += len(chunk)
         if size > limit:
-            message = f"kie.ai sent a result larger than {limit // 2**20} MB."
+            message = f"The image service sent a result larger than {limit // 2**20} MB."
             raise Refused(Failed("result_unavailable", message))
         chunks.append(chunk)
     return b"".join(chunks)
@@ -198,9 +198,11 @@ def _may_have_arrived(error):
 def transport_failure(error):
     """The retryable Failed for a call that got no answer."""
     if isinstance(error, requests.Timeout):
-        return Failed("upstream_timeout", f"kie.ai did not answer in time. {RETRIED}", True)
+        message = f"The image service did not answer in time. {RETRIED}"
+        return Failed("upstream_timeout", message, True)
     log.warning("kie.ai unreachable: %s", type(error).__name__)
-    return Failed("upstream_unavailable", f"kie.ai could not be reached. {RETRIED}", True)
+    message = f"The image service could not be reached. {RETRIED}"
+    return Failed("upstream_unavailable", message, True)
 
 
 def _json_object(response):

@@ -10,19 +10,21 @@ from .. import RETRIED, Failed
 
 MAX_DETAIL = 300
 
-# kie's body (or HTTP) code → our error code, whether to retry, and what to tell a person.
-# {detail} is kie's own message in brackets, when there is one.
+# kie's body (or HTTP) code → our error code, whether to retry, and what to tell a person: what
+# happened and what to do, in words that do not name the vendor (a person deals with us, and
+# "kie.ai" means nothing to them). {detail} is kie's own message in brackets, when there is one.
 CODES = {
     400: (
         "content_policy",
         False,
-        "kie.ai refused the prompt or image under its content policy{detail}. "
-        "Change the prompt or the image and try again.",
+        "The image service refused the prompt or image under its content policy{detail}. "
+        "The same prompt and image would be refused again: change the prompt or the image.",
     ),
     401: (
         "upstream_auth",
         False,
-        "kie.ai rejected this service's API key; an operator must check KIE_API_KEY.",
+        "The image service did not accept this site's key (a problem on our side, not with "
+        "your request); an operator has to fix it before images can be made.",
     ),
     # Our kie account is out of credits: an operator tops it up; the user did nothing wrong,
     # so kie's message (which says "your balance") is not shown.
@@ -32,28 +34,37 @@ CODES = {
         "The image service is temporarily unavailable on our side "
         "(not a problem with your request). {retried}",
     ),
-    404: ("upstream_rejected", False, "kie.ai does not know this model or endpoint{detail}."),
+    404: (
+        "upstream_rejected",
+        False,
+        "The image service does not offer this model now{detail}. Choose another model.",
+    ),
     422: (
         "invalid_input",
         False,
-        "kie.ai rejected the request{detail}. Check the prompt, aspect ratio and image.",
+        "The image service rejected the request{detail}. Check the prompt, aspect ratio and image.",
     ),
-    429: ("rate_limited", True, "kie.ai is rate-limiting requests. {retried}"),
-    433: ("rate_limited", True, "kie.ai's per-key limit was reached. {retried}"),
+    429: ("rate_limited", True, "The image service is busy with too many requests. {retried}"),
+    433: ("rate_limited", True, "The image service's request limit was reached. {retried}"),
     451: (
         "invalid_input",
         False,
-        "kie.ai could not download the input image{detail}. Try another image.",
+        "The image service could not read the input image{detail}. Try another image.",
     ),
-    455: ("upstream_unavailable", True, "kie.ai is under maintenance. {retried}"),
-    500: ("upstream_error", True, "kie.ai had a server error{detail}. {retried}"),
+    455: ("upstream_unavailable", True, "The image service is under maintenance. {retried}"),
+    500: ("upstream_error", True, "The image service had a server error{detail}. {retried}"),
     501: (
         "generation_failed",
         False,
-        "kie.ai could not generate the image{detail}. Try a different prompt or image.",
+        "The image service could not make this image{detail}. Retry it, or change the prompt "
+        "or the image.",
     ),
-    505: ("upstream_rejected", False, "This feature is disabled at kie.ai{detail}."),
-    550: ("upstream_unavailable", True, "kie.ai's queue is full. {retried}"),
+    505: (
+        "upstream_rejected",
+        False,
+        "The image service has switched this feature off{detail}. Choose another model.",
+    ),
+    550: ("upstream_unavailable", True, "The image service's queue is full. {retried}"),
 }
 
 # Refusals of a create that mean "not now": rate limits (the request was dropped, not queued)
@@ -80,9 +91,13 @@ def refusal(code, message):
         return Failed(error_code, text, retryable)
     if code >= 500:
         return Failed(
-            "upstream_unavailable", f"kie.ai is unavailable (HTTP {code}). {RETRIED}", True
+            "upstream_unavailable",
+            f"The image service is unavailable (HTTP {code}). {RETRIED}",
+            True,
         )
-    return Failed("upstream_error", f"kie.ai refused the request (code {code}){_detail(message)}.")
+    return Failed(
+        "upstream_error", f"The image service refused the request (code {code}){_detail(message)}."
+    )
 
 
 def task_failure(code, message):

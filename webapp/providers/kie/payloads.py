@@ -108,9 +108,12 @@ def unsupported(request):
     """
     kie = request.model.kie
     if kie.style not in STYLES:
-        return f"{request.model.name} names an unknown kie.ai API style ({kie.style})."
+        return (
+            f"{request.model.name} names an unknown API style of the image service "
+            f"({kie.style})."
+        )
     if request.mode not in kie.models:
-        return f"{request.model.name} does not offer {request.mode} on kie.ai."
+        return f"{request.model.name} does not offer {request.mode} with this image service."
     if request.aspect_ratio not in kie.aspect_ratios:
         return f"{request.model.name} cannot make the aspect ratio {request.aspect_ratio}."
     if kie.quality_field and request.quality not in kie.qualities:

@@ -24,10 +24,11 @@ from .payloads import FAILED, RUNNING, STYLES, create_body, unsupported
 log = logging.getLogger(__name__)
 
 UPLOAD_FOLDER = "batchgen"
-NO_IMAGE = "kie.ai reported success but sent no image."
-UNCONFIRMED_MESSAGE = f"kie.ai did not confirm this image's task in time. {RETRIED}"
+NO_IMAGE = "The image service reported success but sent no image."
+UNCONFIRMED_MESSAGE = f"The image service did not confirm this image's task in time. {RETRIED}"
 LOST_TASK = (
-    "kie.ai has no record of this image's task, so it never ran. Try again in a little while."
+    "The image service has no record of this image's task, so it never ran. "
+    "Try again in a little while."
 )
 
 
@@ -103,7 +104,7 @@ class KieProvider:
             return self._wait_or_fail(refused)
         task_id = answer_data(answer).get("taskId")
         if not task_id:
-            return Failed("upstream_error", f"kie.ai sent no task id. {RETRIED}", True)
+            return Failed("upstream_error", f"The image service sent no task id. {RETRIED}", True)
         return Submitted(f"{style}:{task_id}")
 
     def _names_attempt(self, request):
@@ -147,7 +148,7 @@ class KieProvider:
             return self._still_unconfirmed(request)
         style = STYLES.get(style_name)
         if style is None or not upstream_id:
-            return Failed("unknown_task", f"{task_id!r} is not a kie.ai task id.")
+            return Failed("unknown_task", f"{task_id!r} is not a task id of the image service.")
         try:
             answer = self.client.call("GET", style.record_path, params={"taskId": upstream_id})
             state = style.read_record(answer_data(answer))
@@ -206,7 +207,8 @@ class KieProvider:
         content = self.client.download(url)
         found = image_format(content)
         if found is None:
-            return Failed("generation_failed", "kie.ai sent a result that is not an image.")
+            message = "The image service sent a result that is not an image."
+            return Failed("generation_failed", message)
         return Done(content, found[1])
 
     def _redact(self, outcome):
