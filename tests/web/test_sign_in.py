@@ -60,6 +60,53 @@ def test_a_login_link_signs_in_once(app, user):
     assert "no longer works" in again.get_data(as_text=True)
 
 
+def test_a_used_link_opened_while_signed_in_says_who_you_are_and_goes_on(app, user):
+    path = login_link(app)
+    http = app.test_client()
+    use(http, path)
+
+    page = http.get(path)
+
+    html = page.get_data(as_text=True)
+    assert page.status_code == 410
+    assert "<h1>You are signed in as alice</h1>" in html
+    assert re.search(r'<a class="button" id="go-on" href="/">New batch →</a>', html)
+    assert "no longer works" not in html and "flask" not in html
+
+
+def _words(html):
+    """The text a person reads in <main>, without tags or line breaks."""
+    main = html[html.index("<main") : html.index("</main>")]
+    return " ".join(re.sub(r"<[^>]+>", " ", main).split())
+
+
+def test_a_used_link_tells_a_signed_out_person_how_to_get_in(app, telegram_app, user):
+    """Both apps are on the same database, where alice is."""
+    for built, way in (
+        (app, "Ask whoever runs this service for a new link."),
+        (telegram_app, "Sign in with Telegram, or ask whoever runs this service"),
+    ):
+        path = login_link(built)
+        use(built.test_client(), path)
+
+        words = _words(built.test_client().get(path).get_data(as_text=True))
+
+        assert "This sign-in link no longer works" in words and way in words
+        assert "flask" not in words and "login-link" not in words
+
+
+def test_the_login_page_says_how_a_person_gets_in_without_operator_commands(app, telegram_app):
+    plain = _words(app.test_client().get("/login").get_data(as_text=True))
+    with_bot = _words(telegram_app.test_client().get("/login").get_data(as_text=True))
+
+    assert "To get in, ask whoever runs this service for a sign-in link." in plain
+    assert (
+        "Sign in with your Telegram account, or with a sign-in link from whoever runs" in with_bot
+    )
+    for words in (plain, with_bot):
+        assert "flask" not in words and "make run" not in words and "NAME" not in words
+
+
 def test_opening_a_login_link_does_not_spend_it(app, user):
     """A chat's link preview fetches the URL: only the button signs in."""
     path = login_link(app)

@@ -69,7 +69,8 @@ def login_link(token):
     else:
         user = user_for_login_link(token)
     if user is None:
-        return render_template("auth/link.html", user=None), 410
+        telegram = bool(current_app.config["TELEGRAM_BOT_TOKEN"])
+        return render_template("auth/link.html", user=None, telegram=telegram), 410
     if request.method == "POST":
         return _signed_in(user)
     return render_template("auth/link.html", user=user)
