@@ -21,11 +21,15 @@ from tests.support import (
     signed_in_browser,
     work_next_image,
 )
+from webapp.catalog import load_catalog
 from webapp.extensions import db
 from webapp.models import Batch, utcnow
 from webapp.providers import Failed
+from webapp.providers.kie.codes import refusal
 
 REFUSED = Failed("content_policy", "The engine refused this image's content; it was refunded.")
+# A failure that may pass by itself: the plain retry is offered for it.
+BROKE = Failed("upstream_error", "The image service had a server error. Gave up after 3 attempts.")
 
 
 @pytest.fixture
@@ -121,7 +125,7 @@ def test_the_progress_counts_and_estimates_the_time_left(app, alice, browser):
     assert "0 done · 0 failed · 0 cancelled of 4 · 0 running · estimating the time left" in before
     assert re.search(r"1 done · 1 failed · 0 cancelled of 4 · 0 running · about 3\d s left", after)
     assert 'aria-live="polite"' in after
-    assert '<progress max="4" value="2"' in after
+    assert re.search(r'<progress class="bar bar-running" [^>]*max="4" value="2"', after)
 
 
 def test_cancel_first_says_what_will_happen(app, alice, browser):
@@ -203,10 +207,10 @@ def test_cancelling_a_finished_batch_says_there_is_nothing_to_cancel(app, alice,
     assert alice.balance() == 97
 
 
-def _partly_failed_batch(app, alice, images=3, failures=2):
+def _partly_failed_batch(app, alice, images=3, failures=2, failure=BROKE):
     batch_id = create(alice, images, concurrency=1)
     for position in range(images):
-        work_next_image(app, batch_id, REFUSED if position < failures else None)
+        work_next_image(app, batch_id, failure if position < failures else None)
     return batch_id
 
 
@@ -393,3 +397,48 @@ def test_a_prompt_with_a_script_is_escaped_on_every_page(alice, browser):
         html = browser.get(url).get_data(as_text=True)
         assert "<script>alert(1)</script>" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_the_page_is_titled_by_its_prompt_and_names_its_model(app, alice, browser):
+    batch_id = create(alice, 1, prompt="Put the vase on a marble table")
+    with app.app_context():
+        name = load_catalog().get(db.session.get(Batch, batch_id).model).name
+
+    html = browser.get(f"/batches/{batch_id}").get_data(as_text=True)
+
+    assert "<title>Put the vase on a marble table · batch" in html
+    assert '<h1 class="batch-title">Put the vase on a marble table</h1>' in html
+    assert f"<dt>Model</dt><dd>{name} · 1k" in html and name != "flux-2"
+
+
+def test_content_policy_failures_name_no_vendor_and_are_offered_another_prompt(
+    app, alice, browser
+):
+    refused = refusal(400, "Generation failed.")  # the words kie's 400 becomes
+    batch_id = _partly_failed_batch(app, alice, failures=2, failure=refused)
+
+    html = browser.get(f"/batches/{batch_id}").get_data(as_text=True)
+
+    grid = html.split('id="batch-grid"')[1]
+    assert "kie" not in grid.lower()
+    assert "refused the prompt or image under its content policy (Generation failed.)" in grid
+    assert "change the prompt or the image" in grid
+    assert 'id="retry-failed"' not in html  # resending the same prompt would be refused again
+    link = re.search(r'<a class="button secondary" id="retry-reprompt" href="([^"]+)">', html)
+    assert link and "Retry with another prompt" in html
+    target = link.group(1).replace("&amp;", "&")
+    assert target.startswith("/?") and "model=flux-2" in target and "quality=1k" in target
+    assert "aspectRatio=auto" in target and "prompt=Add+white+background" in target
+    form = browser.get(target).get_data(as_text=True)
+    assert re.search(r'<textarea id="prompt"[^>]*>Add white background</textarea>', form)
+    assert re.search(r'<option value="flux-2"[^>]*selected', form)
+
+
+def test_a_transient_failure_is_offered_a_plain_retry(app, alice, browser):
+    batch_id = _partly_failed_batch(app, alice, failures=1)
+
+    html = browser.get(f"/batches/{batch_id}").get_data(as_text=True)
+
+    assert "Retry 1 failed image (3⭐)" in html
+    assert "Retry with another prompt" not in html
+    assert re.search(r'<progress class="bar bar-partial" data-state="partial"', html)

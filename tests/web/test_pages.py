@@ -55,7 +55,7 @@ def test_history_lists_own_batches_newest_first_with_counts_cost_and_refunds(app
 
     html = signed_in_browser(app, user[1]).get("/batches").get_data(as_text=True)
 
-    rows = re.findall(r"<tr>.*?</tr>", html.split("<tbody>")[1], re.S)
+    rows = re.findall(r'<tr class="row-link">.*?</tr>', html.split("<tbody>")[1], re.S)
     assert len(rows) == 2
     assert "second, blur" in rows[0] and "first, grayscale" in rows[1]
     assert "0 done · 3 cancelled of 3" in rows[0] and "9⭐" in rows[0] and "cancelled" in rows[0]
@@ -87,8 +87,36 @@ def test_the_account_shows_the_balance_and_the_ledger_linked_to_batches(app, use
     html = signed_in_browser(app, user[1]).get("/account").get_data(as_text=True)
 
     assert "Balance: <strong>100⭐</strong>" in html
-    assert "+100⭐" in html and "-6⭐" in html and html.count("+3⭐") == 2
-    assert html.count(f'<a href="/batches/{batch_id}">') == 3  # the debit and both refunds
+    assert "+100⭐" in html and "-6⭐" in html
+    # The two refunds are one line (+6⭐), the rows behind it in a <details>.
+    assert "+6⭐" in html and html.count("+3⭐") == 2 and "<details" in html
+    assert html.count(f'<a href="/batches/{batch_id}">') == 2  # the debit's line, the refunds'
+
+
+
+def test_the_ledger_is_one_line_per_batch_and_kind_with_exact_sums(app, user):
+    alice = ApiClient(app, *user)
+    big = alice.post("/api/generate/batch", json=batch_body(7)).get_json()["batchId"]
+    alice.post(f"/api/generate/batch/{big}/cancel")  # seven refunds of 3⭐
+    small = alice.post("/api/generate/batch", json=batch_body(1)).get_json()["batchId"]
+    drain(app)
+    rows = alice.get("/api/ledger?limit=100").get_json()["entries"]
+
+    html = signed_in_browser(app, user[1]).get("/account").get_data(as_text=True)
+
+    lines = re.findall(r'<tr class="ledger-line" data-count="(\d+)">(.*?)</tr>', html, re.S)
+    shown = [(int(count), re.search(r'data-label="Amount"[^>]*>([+-]\d+)⭐', body).group(1),
+              re.search(r'data-label="For"><a href="/batches/(\w+)"|$', body).group(1))
+             for count, body in lines]
+    # Newest first: the small debit, the big batch's refunds in one line, its debit, the grant.
+    assert shown == [(1, "-3", small), (7, "+21", big), (1, "-21", big), (1, "+100", None)]
+    assert sum(int(amount) for _, amount, _ in shown) == alice.balance() == 100 - 3
+    refunds = lines[1][1]
+    assert "<details" in refunds and "Refund" in refunds and "7 images" in refunds
+    assert refunds.count("+3⭐") == 7
+    # The ledger itself is unchanged: one row per movement, as GET /api/ledger answers.
+    assert len(rows) == 1 + 1 + 7 + 1
+    assert sum(row["amount"] for row in rows) == alice.balance()
 
 
 def test_unknown_pages_get_a_friendly_html_page(client):

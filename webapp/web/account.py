@@ -32,10 +32,47 @@ def _account_page(new_token=None):
     return render_template(
         "account/index.html",
         page=page,
-        entries=[e for (e,) in page.rows],
+        lines=ledger_lines([e for (e,) in page.rows]),
         tokens=tokens_of(current_user.id),
         new_token=new_token,
     )
+
+
+class LedgerLine:
+    """Ledger rows of one batch and one kind (and note) shown as one line: their sum, newest
+    first. A row of no batch (a grant, a single image) is a line of its own."""
+
+    def __init__(self, entry):
+        self.entries = [entry]
+        self.kind, self.note = entry.kind, entry.note
+        self.batch_id, self.generation_id = entry.batch_id, entry.generation_id
+        self.created_at = entry.created_at
+
+    @property
+    def count(self):
+        return len(self.entries)
+
+    @property
+    def amount(self):
+        return sum(entry.amount for entry in self.entries)
+
+
+def ledger_lines(entries):
+    """The page's rows (newest first) grouped per batch, each line where its newest row is.
+
+    Grouping stays within the page: a batch whose rows straddle two pages has a line on each.
+    """
+    lines, by_batch = [], {}
+    for entry in entries:
+        key = (entry.batch_id, entry.kind, entry.note)
+        if entry.batch_id and key in by_batch:
+            by_batch[key].entries.append(entry)
+            continue
+        line = LedgerLine(entry)
+        lines.append(line)
+        if entry.batch_id:
+            by_batch[key] = line
+    return lines
 
 
 @bp.post("/account/tokens")

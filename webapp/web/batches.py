@@ -182,15 +182,41 @@ def grid_context(batch):
     generations = list(batch.generations)
     progress = Progress.of(generations)
     settled = batch.is_finished and progress.is_complete
+    ran = [g.finished_at for g in generations if g.status in RAN]
+    failed = [g for g in generations if g.status == GenerationStatus.FAILED]
+    refused = sum(g.error_code in PROMPT_FAILURES for g in failed)
     return {
         "batch": batch,
         "generations": generations,
         "progress": progress,
         "settled": settled,
-        "seconds_left": progress.seconds_left(batch.started_at, utcnow()),
+        "seconds_left": progress.seconds_left(batch.started_at, utcnow(), ran),
         "retry_id": retry_of(batch.id) if settled and progress.failed else None,
         "retry_cost": _retry_cost(batch, progress) if settled else None,
+        # Refused for their content: the same prompt would be refused again, so these are
+        # offered the upload page with the batch's settings, the prompt to edit.
+        "refused": refused,
+        "transient": progress.failed - refused,
+        "reprompt_url": _reprompt_url(batch) if refused else None,
     }
+
+
+# The images that ran (their finishing times give the pace of the estimate).
+RAN = (GenerationStatus.SUCCESS, GenerationStatus.FAILED)
+# Failures a plain retry would meet again: the prompt or image has to change.
+PROMPT_FAILURES = frozenset({"content_policy"})
+
+
+def _reprompt_url(batch):
+    """The upload page, filled in with this batch's model, quality, ratio and prompts."""
+    prompts = {"prompt": batch.prompt, "negativePrompt": batch.negative_prompt or None}
+    return url_for(
+        "web.index",
+        model=batch.model,
+        quality=batch.quality,
+        aspectRatio=batch.aspect_ratio,
+        **prompts,
+    )
 
 
 def _retry_cost(batch, progress):
