@@ -161,13 +161,18 @@ def test_upload_three_images_watch_the_grid_finish_and_download_the_zip(
     page.select_option("#concurrency", "1")
     page.wait_for_selector("#cost-line:has-text('3 images × 3⭐ = 9⭐ · balance 100⭐')")
     page.screenshot(path=str(ARTIFACTS / "upload-page.png"), full_page=True)
-    drop_file(page, "broken.png", b"not really a PNG")  # only the server can tell
+    # A PNG with a tail after its end: the browser shows it (its own checks pass it), only the
+    # server can tell. (Files the browser can tell are bad never leave it: test_upload_checks.)
+    drop_file(page, "broken.png", image_bytes() + b"<html>a tail</html>")
     page.wait_for_selector("#cost-line:has-text('4 images × 3⭐ = 12⭐ · balance 100⭐')")
+    page.wait_for_function("() => !document.querySelector('#generate').disabled")
     page.click("#generate")
 
     # Refused: the form comes back with the problem next to the images, every choice kept,
     # the chosen files too (the picker is preserved across htmx's swap).
-    page.wait_for_selector("#images-error:has-text('broken.png is not a readable')")
+    page.wait_for_selector("#images-error:has-text('broken.png has 19 bytes after the end')")
+    # The re-rendered cost line counts the images the server took.
+    page.wait_for_selector("#cost-line:has-text('3 images × 3⭐ = 9⭐ · balance 100⭐')")
     assert page.input_value("#prompt") == "Add white background"
     assert page.input_value("#aspectRatio") == "1:1"
     assert page.eval_on_selector("#images", "input => input.files.length") == 4
