@@ -7,7 +7,9 @@ from flask import (
     abort,
     current_app,
     flash,
+    make_response,
     render_template,
+    request,
     send_file,
     url_for,
 )
@@ -23,8 +25,9 @@ from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
 from ..generation.creation import TooManyInFlight
 from ..generation.deliveries import delivery_log
-from ..generation.history import batches_of
+from ..generation.history import MAX_SEARCH, batches_of, history_filter
 from ..generation.ownership import owned_batch
+from ..generation.paging import BATCH_STATUSES
 from ..generation.progress import Progress, progress_of
 from ..generation.retention import expires_at
 from ..generation.retry import AlreadyRetried, NothingToRetry, retry_failed, retry_of
@@ -43,15 +46,27 @@ HISTORY_PAGE_SIZE = 20
 @bp.get("/batches")
 @login_required
 def history():
-    """The user's batches, newest first, with their image counts, a page at a time."""
-    page = page_of(db.session, batches_of(current_user.id), HISTORY_PAGE_SIZE)
+    """The user's batches, newest first, with their image counts, a page at a time; filtered
+    by status and by a piece of the prompt (a plain GET form; htmx swaps only the results)."""
+    chosen = history_filter(request.args.getlist("status"), request.args.get("q"))
+    query = batches_of(current_user.id, chosen.statuses, chosen.search)
+    page = page_of(db.session, query, HISTORY_PAGE_SIZE)
     batches = [batch for (batch,) in page.rows]
     progress = progress_of([batch.id for batch in batches])
-    return render_template(
-        "batches/index.html",
-        page=page,
-        rows=[(batch, progress[batch.id]) for batch in batches],
+    template = "batches/_history.html" if wants_fragment() else "batches/index.html"
+    response = make_response(
+        render_template(
+            template,
+            page=page,
+            rows=[(batch, progress[batch.id]) for batch in batches],
+            chosen=chosen,
+            statuses=BATCH_STATUSES,
+            max_search=MAX_SEARCH,
+            pager_args=chosen.query_args(),
+        )
     )
+    response.headers["Vary"] = "HX-Request"
+    return response
 
 
 @bp.get("/batches/<batch_id>")
@@ -198,6 +213,8 @@ def grid_context(batch):
         "refused": refused,
         "transient": progress.failed - refused,
         "reprompt_url": _reprompt_url(batch) if refused else None,
+        # "New batch with these settings": the same upload page, the same settings.
+        "settings_url": _reprompt_url(batch),
     }
 
 
