@@ -426,12 +426,55 @@ def test_content_policy_failures_name_no_vendor_and_are_offered_another_prompt(
     assert 'id="retry-failed"' not in html  # resending the same prompt would be refused again
     link = re.search(r'<a class="button secondary" id="retry-reprompt" href="([^"]+)">', html)
     assert link and "Retry with another prompt" in html
-    target = link.group(1).replace("&amp;", "&")
-    assert target.startswith("/?") and "model=flux-2" in target and "quality=1k" in target
-    assert "aspectRatio=auto" in target and "prompt=Add+white+background" in target
-    form = browser.get(target).get_data(as_text=True)
+    assert link.group(1) == f"/batches/{batch_id}/reprompt"
+    form = browser.get(link.group(1)).get_data(as_text=True)
+    # The failed images themselves, with the prompt to change.
     assert re.search(r'<textarea id="prompt"[^>]*>Add white background</textarea>', form)
-    assert re.search(r'<option value="flux-2"[^>]*selected', form)
+    assert form.count('alt="Input img-') == 2 and 'alt="Input img-2"' not in form
+    assert "Retry 2 images (6⭐)" in form
+
+
+def test_retry_with_another_prompt_remakes_the_failed_images_with_the_new_words(
+    app, alice, browser
+):
+    batch_id = _partly_failed_batch(app, alice, failures=2, failure=refusal(400, "Refused."))
+    assert alice.balance() == 100 - 3
+    page = browser.get(f"/batches/{batch_id}/reprompt").get_data(as_text=True)
+
+    empty = browser.post(
+        f"/batches/{batch_id}/reprompt", data={"prompt": "  ", "csrf_token": csrf(browser)}
+    )
+    assert empty.status_code == 422
+    assert 'id="prompt-error"' in empty.get_data(as_text=True)
+    assert alice.balance() == 100 - 3  # refused: nothing charged
+
+    response = browser.post(
+        f"/batches/{batch_id}/reprompt",
+        data={"prompt": "Put it on a plain grey card", "negativePrompt": "", "csrf_token":
+              csrf_token_from(page)},
+    )
+    assert response.status_code == 303
+    child_id = response.headers["Location"].rsplit("/", 1)[1]
+    child = alice.get(f"/api/generate/batch/{child_id}").get_json()
+    assert child["prompt"] == "Put it on a plain grey card" and child["model"] == "flux-2"
+    assert [result["clientId"] for result in child["results"]] == ["img-0", "img-1"]
+    assert alice.balance() == 100 - 3 - 6
+    again = browser.post(
+        f"/batches/{batch_id}/reprompt", data={"prompt": "Once more", "csrf_token": csrf(browser)}
+    )
+    assert again.headers["Location"].endswith(f"/batches/{child_id}")  # retried once only
+    assert alice.balance() == 100 - 3 - 6
+
+
+def test_someone_elses_batch_cannot_be_reprompted(app, alice):
+    batch_id = _partly_failed_batch(app, alice, failures=1)
+    bob = signed_in_browser(app, create_user(app, name="bob")[1])
+    assert bob.get(f"/batches/{batch_id}/reprompt").status_code == 404
+    page = bob.get("/account").get_data(as_text=True)
+    answer = bob.post(
+        f"/batches/{batch_id}/reprompt", data={"prompt": "x", "csrf_token": csrf_token_from(page)}
+    )
+    assert answer.status_code == 404
 
 
 def test_a_transient_failure_is_offered_a_plain_retry(app, alice, browser):

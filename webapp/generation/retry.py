@@ -31,9 +31,19 @@ def retry_of(batch_id):
 
 
 def retry_failed(
-    batch, storage, provider_name, catalog, limits, doorbell, limits_in_flight=None
+    batch,
+    storage,
+    provider_name,
+    catalog,
+    limits,
+    doorbell,
+    limits_in_flight=None,
+    prompts=None,
 ):
     """Create, charge, start and answer the batch that retries `batch`'s failed images.
+
+    `prompts` ({"prompt", "negativePrompt"}) retries them with other words (after a refusal
+    under the content policy the same ones would be refused again); checked as any prompt is.
 
     Raises NothingToRetry, AlreadyRetried, ValidationError (the model or its settings are no
     longer offered), billing.InsufficientCredits or TooManyInFlight; none of them charges
@@ -54,6 +64,7 @@ def retry_failed(
         "model": batch.model,
         "quality": batch.quality,
         "aspectRatio": batch.aspect_ratio,
+        **(prompts or {}),
     }
     spec = BatchSpec(
         generation=parse_upload_settings(settings, catalog),

@@ -31,7 +31,7 @@ from ..generation.paging import BATCH_STATUSES
 from ..generation.progress import Progress, progress_of
 from ..generation.retention import expires_at
 from ..generation.retry import AlreadyRetried, NothingToRetry, retry_failed, retry_of
-from ..generation.validation import Limits, ValidationError
+from ..generation.validation import MAX_PROMPT_CHARS, Limits, ValidationError
 from ..models import Generation, GenerationStatus, looks_like_id, utcnow
 from ..providers import get_provider
 from ..storage import get_storage
@@ -120,15 +120,7 @@ def retry(batch_id):
     """A new batch of this one's failed images, charged for them only, linked back here."""
     batch = _own_batch_or_404(batch_id)
     try:
-        created = retry_failed(
-            batch,
-            get_storage(),
-            get_provider().name,
-            load_catalog(),
-            Limits.from_config(current_app.config),
-            get_queue(current_app),
-            current_app.config["USER_MAX_PENDING_IMAGES"],
-        )
+        created = _retry(batch)
     except AlreadyRetried as done:
         flash("These failed images were retried already: here is that batch.")
         return see_other(url_for("web.show", batch_id=done.retry_id))
@@ -138,6 +130,69 @@ def retry(batch_id):
     images = count_of(len(created.generations), "failed image")
     flash(f"Retrying {images} for {created.total_cost}⭐.")
     return see_other(url_for("web.show", batch_id=created.id))
+
+
+@bp.get("/batches/<batch_id>/reprompt")
+@login_required
+def reprompt(batch_id):
+    """Retry with another prompt: the failed images, with the batch's prompt to edit."""
+    return _reprompt_page(_own_batch_or_404(batch_id))
+
+
+@bp.post("/batches/<batch_id>/reprompt")
+@login_required
+def retry_with_prompt(batch_id):
+    """The failed images again (copies of their inputs), with the form's prompt; the new
+    batch, or the form again saying what is wrong."""
+    batch = _own_batch_or_404(batch_id)
+    form = request.form
+    prompts = {
+        "prompt": form.get("prompt", "").replace("\r\n", "\n"),
+        "negativePrompt": form.get("negativePrompt", "").replace("\r\n", "\n") or None,
+    }
+    try:
+        created = _retry(batch, prompts)
+    except AlreadyRetried as done:
+        flash("These failed images were retried already: here is that batch.")
+        return see_other(url_for("web.show", batch_id=done.retry_id))
+    except ValidationError as error:
+        return _reprompt_page(batch, prompts, error.message, error.field)
+    except (NothingToRetry, billing.InsufficientCredits, TooManyInFlight) as error:
+        return _reprompt_page(batch, prompts, _retry_refusal(error))
+    flash(f"Retrying {count_of(len(created.generations), 'failed image')} with the new prompt "
+          f"for {created.total_cost}⭐.")
+    return see_other(url_for("web.show", batch_id=created.id))
+
+
+def _retry(batch, prompts=None):
+    """The retry service on this app's storage, provider, catalog, limits and queue."""
+    return retry_failed(
+        batch,
+        get_storage(),
+        get_provider().name,
+        load_catalog(),
+        Limits.from_config(current_app.config),
+        get_queue(current_app),
+        current_app.config["USER_MAX_PENDING_IMAGES"],
+        prompts=prompts,
+    )
+
+
+def _reprompt_page(batch, prompts=None, error=None, field=None):
+    generations = list(batch.generations)
+    prompts = prompts or {"prompt": batch.prompt, "negativePrompt": batch.negative_prompt}
+    html = render_template(
+        "batches/reprompt.html",
+        batch=batch,
+        failed=[g for g in generations if g.status == GenerationStatus.FAILED],
+        prompt=prompts["prompt"],
+        negative_prompt=prompts["negativePrompt"] or "",
+        cost=_retry_cost(batch, Progress.of(generations)),
+        error=error,
+        field=field,
+        max_prompt_chars=MAX_PROMPT_CHARS,
+    )
+    return html, 422 if error else 200
 
 
 @bp.get("/batches/<batch_id>/download")
@@ -209,10 +264,10 @@ def grid_context(batch):
         "retry_id": retry_of(batch.id) if settled and progress.failed else None,
         "retry_cost": _retry_cost(batch, progress) if settled else None,
         # Refused for their content: the same prompt would be refused again, so these are
-        # offered the upload page with the batch's settings, the prompt to edit.
+        # offered their failed images again with the prompt to edit (reprompt).
         "refused": refused,
         "transient": progress.failed - refused,
-        "reprompt_url": _reprompt_url(batch) if refused else None,
+        "reprompt_url": url_for("web.reprompt", batch_id=batch.id) if refused else None,
         # "New batch with these settings": the same upload page, the same settings.
         "settings_url": _reprompt_url(batch),
     }
