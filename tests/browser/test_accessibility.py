@@ -49,17 +49,23 @@ SCHEME = "() => matchMedia('(prefers-color-scheme: dark)').matches ? 'dark' : 'l
 FAILING_WIDTH = 77
 
 
-@pytest.fixture
-def failing_engine(monkeypatch):
-    """The local engine, failing an image whose input is FAILING_WIDTH pixels wide."""
+def fail_inputs_of_width(monkeypatch, width, outcome):
+    """The local engine, answering `outcome` for an image whose input is `width` pixels wide."""
     render = LocalProvider.submit
 
     def submit(self, request):
-        if Image.open(io.BytesIO(request.input_image)).width == FAILING_WIDTH:
-            return Failed("upstream_error", "The image service had a server error.")
+        if Image.open(io.BytesIO(request.input_image)).width == width:
+            return outcome
         return render(self, request)
 
     monkeypatch.setattr(LocalProvider, "submit", submit)
+
+
+@pytest.fixture
+def failing_engine(monkeypatch):
+    """The local engine, failing an image whose input is FAILING_WIDTH pixels wide."""
+    failure = Failed("upstream_error", "The image service had a server error.")
+    fail_inputs_of_width(monkeypatch, FAILING_WIDTH, failure)
 
 
 def readable(violations):

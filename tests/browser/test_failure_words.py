@@ -2,11 +2,9 @@
 says so without naming the vendor, and is offered *Retry with another prompt* (its own images,
 the prompt to change), not a plain retry that would be refused again."""
 
-import io
-
 import pytest
-from PIL import Image
 
+from tests.browser.test_accessibility import fail_inputs_of_width
 from tests.browser.test_demanding_pages import finished
 from tests.browser.test_live_grid import (  # noqa: F401  (the fixtures are used by name)
     chromium,
@@ -16,7 +14,6 @@ from tests.browser.test_live_grid import (  # noqa: F401  (the fixtures are used
 )
 from tests.support import ApiClient, batch_body, create_user, data_url, image_bytes
 from webapp.providers.kie.codes import refusal
-from webapp.providers.local import LocalProvider
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -27,14 +24,7 @@ REFUSED_WIDTH = 83
 @pytest.fixture
 def refusing_engine(monkeypatch):
     """The local engine, refusing (content policy) an image REFUSED_WIDTH pixels wide."""
-    render = LocalProvider.submit
-
-    def submit(self, request):
-        if Image.open(io.BytesIO(request.input_image)).width == REFUSED_WIDTH:
-            return refusal(400, "Generation failed.")
-        return render(self, request)
-
-    monkeypatch.setattr(LocalProvider, "submit", submit)
+    fail_inputs_of_width(monkeypatch, REFUSED_WIDTH, refusal(400, "Generation failed."))
 
 
 def test_a_refused_image_is_told_in_plain_words_and_retried_with_another_prompt(
