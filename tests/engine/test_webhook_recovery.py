@@ -118,4 +118,5 @@ def test_a_delivery_whose_ring_failed_after_commit_is_sent_by_the_reaper(
     event = sent.verified(secret)
     assert event["type"] == "batch.cancelled"
     assert event["data"]["batchId"] == batch_id and event["data"]["refunded"] == 6
+    assert [result["status"] for result in event["data"]["results"]] == ["cancelled"] * 2
     assert client.balance() == 100

@@ -14,7 +14,7 @@ import json
 import logging
 
 from flask import current_app, has_app_context, has_request_context
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from ..extensions import db
@@ -60,7 +60,15 @@ def announce_batch_end(batch_id):
         return
     targets = _targets(batch.user_id, batch.callback_url, event_type)
     if targets:
-        data = _with_links(lambda: presenters.batch_detail(batch, list(batch.generations)))
+        # Read afresh: the change being announced wrote them with Core UPDATEs, which leave
+        # rows this session loaded earlier (a cancel's waiting images) as they were.
+        generations = db.session.scalars(
+            select(Generation)
+            .where(Generation.batch_id == batch.id)
+            .order_by(Generation.position)
+            .execution_options(populate_existing=True)
+        ).all()
+        data = _with_links(lambda: presenters.batch_detail(batch, generations))
         _write(targets, event_type, data, user_id=batch.user_id, batch_id=batch.id)
 
 
