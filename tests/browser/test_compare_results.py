@@ -48,6 +48,8 @@ def test_the_lightbox_walks_the_results_compares_and_a_new_batch_takes_the_setti
     first.locator("a.open-compare").wait_for(timeout=15000)
     first_id = first.get_attribute("id")
     grid = page.locator("#batch-grid").element_handle()
+    # On a busy machine the batch may already be finished here: then no swap is due.
+    running = page.locator("#batch-grid[hx-trigger]").count() == 1
     first.locator("a.open-compare").click()
     dialog = page.get_by_role("dialog", name="img-0")
     assert dialog.is_visible()
@@ -58,7 +60,8 @@ def test_the_lightbox_walks_the_results_compares_and_a_new_batch_takes_the_setti
     assert shown["input"] == first.locator("img.input").get_attribute("src")
     # The rest finish under the open dialog: htmx swaps the grid until it settles.
     page.wait_for_selector("#batch-grid[data-status=completed]:not([hx-trigger])", timeout=15000)
-    assert grid.evaluate("el => !el.isConnected"), "the grid was never swapped"
+    if running:
+        assert grid.evaluate("el => !el.isConnected"), "the grid was never swapped"
     assert page.locator("#batch-grid a.open-compare").count() == 3
 
     page.keyboard.press("ArrowRight")
