@@ -52,7 +52,14 @@ class BatchStatus:
     PARTIAL = "partial"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Held: nothing new is claimed until the user answers (approve or reject a canary) or
+    # resumes; images already running finish. Cancel still works, and the reaper leaves the
+    # batch alone (a canary's approval deadline aside).
+    AWAITING_APPROVAL = "awaiting_approval"
+    PAUSED = "paused"
     ACTIVE = (QUEUED, RUNNING)
+    HELD = (AWAITING_APPROVAL, PAUSED)
+    UNFINISHED = ACTIVE + HELD
     TERMINAL = (COMPLETED, PARTIAL, FAILED, CANCELLED)
 
 
@@ -138,6 +145,12 @@ class Batch(db.Model):
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Where this batch's own webhooks go (the POST's callbackUrl), beside the user's endpoint.
     callback_url: Mapped[str | None] = mapped_column(String(2048))
+    # Queue control: the first `canary` images run, then the batch awaits approval (since
+    # `awaiting_since`); `approved_at` once the rest may run. `paused_at` while paused.
+    canary: Mapped[int | None]
+    awaiting_since: Mapped[datetime | None]
+    approved_at: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
 
     generations: Mapped[list["Generation"]] = relationship(
         back_populates="batch", order_by="Generation.position"
