@@ -17,7 +17,7 @@ from .validation import ValidationError
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-BATCH_STATUSES = BatchStatus.ACTIVE + BatchStatus.TERMINAL
+BATCH_STATUSES = BatchStatus.UNFINISHED + BatchStatus.TERMINAL
 LIMIT_DIGITS = re.compile(r"[0-9]{1,9}")
 CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}")
 LARGEST_ID = 2**63 - 1

@@ -99,6 +99,16 @@ class LocalStorage:
     def exists(self, key):
         return os.path.exists(self.path(key))
 
+    def check(self):
+        """Raise StorageUnavailable unless a file can be written here now (readiness)."""
+        try:
+            os.makedirs(self.partials, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.partials, prefix="check-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot write to {self.root}: {error}") from error
+
     def delete(self, key):
         try:
             os.unlink(self.path(key))
