@@ -81,14 +81,16 @@ def claim_for_batch(batch_id, settings, token=None):
     token = token or new_token()
     # On PostgreSQL the row lock serialises claims of one batch; SQLite's write lock does it there.
     batch = db.session.execute(
-        select(Batch.concurrency, Batch.status).where(Batch.id == batch_id).with_for_update()
+        select(Batch.concurrency, Batch.status, Batch.canary, Batch.approved_at)
+        .where(Batch.id == batch_id)
+        .with_for_update()
     ).first()
     if batch is None or batch.status not in BatchStatus.ACTIVE:
         db.session.rollback()
         return None
     next_id = (
         select(_candidate.id)
-        .where(_candidate.batch_id == batch_id, runnable(_candidate, now))
+        .where(_candidate.batch_id == batch_id, runnable(_candidate, now), *_canary_only(batch))
         .order_by(_candidate.position)
         .limit(1)
         .scalar_subquery()
@@ -125,6 +127,13 @@ def claim_for_batch(batch_id, settings, token=None):
     )
     db.session.commit()
     return _snapshot(token, Generation.batch_id == batch_id)
+
+
+def _canary_only(batch):
+    """Until a canary batch is approved, only its first `canary` images may be claimed."""
+    if batch.canary and batch.approved_at is None:
+        return (_candidate.position < batch.canary,)
+    return ()
 
 
 def claim_generation(generation_id, settings, token=None):
