@@ -75,17 +75,19 @@ def preview_cancel(batch_id):
     )
 
 
-def cancel_batch(batch_id):
+def cancel_batch(batch_id, statuses=BatchStatus.UNFINISHED, note="cancelled"):
     """Cancel the batch and refund its waiting images in one transaction.
 
-    Raises NothingToCancel if the batch already finished on its own. The batch row is written
-    first: that takes the lock a lane's claim or requeue also takes first, so no image can
-    start, or come back to waiting, halfway through a cancel.
+    Raises NothingToCancel if the batch already finished on its own, or is in none of
+    `statuses`: by default any unfinished batch, held ones (paused, awaiting approval) too; a
+    canary's reject stops only a batch awaiting approval, with its own ledger `note`. The batch
+    row is written first: that takes the lock a lane's claim or requeue also takes first, so no
+    image can start, or come back to waiting, halfway through a cancel.
     """
     now = utcnow()
     moved = db.session.execute(
         update(Batch)
-        .where(Batch.id == batch_id, Batch.status.in_(BatchStatus.ACTIVE))
+        .where(Batch.id == batch_id, Batch.status.in_(statuses))
         .values(status=BatchStatus.CANCELLED)
     )
     if moved.rowcount != 1:
@@ -112,7 +114,7 @@ def cancel_batch(batch_id):
         .execution_options(synchronize_session=False)
     )
     for generation in waiting:
-        billing.refund_generation(generation, note="cancelled")
+        billing.refund_generation(generation, note=note)
     running = _running(_tallies(batch_id))
     if not running:
         db.session.execute(update(Batch).where(Batch.id == batch_id).values(finished_at=now))
