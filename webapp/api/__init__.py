@@ -216,3 +216,7 @@ def _own_batch(batch_id):
     if batch is None:
         abort(json_error(f"Batch not found: {batch_id}", 404))
     return batch
+
+
+# Queue control of a batch (control.py): its routes join bp.
+from . import control  # noqa: E402,F401

@@ -178,6 +178,11 @@ def batch_cancelled(batch, generations, outcome):
     }
 
 
+def batch_controlled(batch, generations, message, **fields):
+    """A queue-control answer (pause, resume): the batch now, what the call did, and `fields`."""
+    return {**batch_detail(batch, generations), **fields, "message": message}
+
+
 def photo_result(generation):
     """The POST /api/generate/photo answer."""
     return {

@@ -49,4 +49,4 @@ def model_name(model_id):
     return model.name if model else model_id
 
 
-from . import account, batches, upload, webhooks  # noqa: E402,F401  (their routes join bp)
+from . import account, batches, control, upload, webhooks  # noqa: E402,F401  (their routes join bp)
