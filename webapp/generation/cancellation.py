@@ -88,7 +88,7 @@ def cancel_batch(batch_id, statuses=BatchStatus.UNFINISHED, note="cancelled"):
     moved = db.session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status.in_(statuses))
-        .values(status=BatchStatus.CANCELLED)
+        .values(status=BatchStatus.CANCELLED, paused_at=None)
     )
     if moved.rowcount != 1:
         status = db.session.scalar(select(Batch.status).where(Batch.id == batch_id))

@@ -158,8 +158,10 @@ def progress_of(batch_ids):
 def finalize_batch(batch_id):
     """Give the batch its final status if all its generations are terminal; True if it did.
 
-    A cancelled batch keeps its status and is finished once the images that were already
-    running when it was cancelled are done. Its own unit of work: it commits.
+    A held batch (paused, or awaiting approval) is finished too when its last images end: a
+    batch paused while every image left was already running. A cancelled batch keeps its status
+    and is finished once the images that were already running when it was cancelled are done.
+    Its own unit of work: it commits.
     """
     status = progress_of([batch_id])[batch_id].final_status
     if status is None:
@@ -168,8 +170,8 @@ def finalize_batch(batch_id):
     now = utcnow()
     result = db.session.execute(
         update(Batch)
-        .where(Batch.id == batch_id, Batch.status.in_(BatchStatus.ACTIVE))
-        .values(status=status, finished_at=now)
+        .where(Batch.id == batch_id, Batch.status.in_(BatchStatus.UNFINISHED))
+        .values(status=status, finished_at=now, paused_at=None)
     )
     if result.rowcount == 0:
         result = db.session.execute(
