@@ -122,8 +122,10 @@ def _recover_expired_leases(settings, now, report):
 
 def _restart_stalled_batches(stale, now, freed, report):
     """Finish settled batches; ring lanes for those with runnable rows that nobody works on."""
-    # Active batches, and cancelled ones still waiting for their running images to finish.
-    unfinished = Batch.status.in_(BatchStatus.ACTIVE) | (
+    # Unfinished batches, and cancelled ones still waiting for their running images to finish.
+    # A held batch (paused, awaiting approval) is only finished here once its images ended:
+    # no lane is rung for it (runnable_counts counts in ACTIVE batches alone).
+    unfinished = Batch.status.in_(BatchStatus.UNFINISHED) | (
         (Batch.status == BatchStatus.CANCELLED) & Batch.finished_at.is_(None)
     )
     active = db.session.execute(

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from ..catalog import load_catalog
 from ..extensions import db
-from ..models import Generation, GenerationStatus, utcnow
+from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from ..providers import (
     RETRIED,
     Failed,
@@ -171,9 +171,14 @@ def next_wake(batch_id):
 
     A time already past counts too: the backoff may have ended between the claim that found
     nothing and this query, and a lane that stopped then would leave that image to the reaper.
+    None for a held batch (paused, awaiting approval): its lanes stop, and a resume or an
+    approval rings them again, so none wakes to claim nothing over and over.
     """
     wake = db.session.scalar(
-        select(func.min(Generation.not_before)).where(
+        select(func.min(Generation.not_before))
+        .join(Batch, Batch.id == Generation.batch_id)
+        .where(
+            Batch.status.in_(BatchStatus.ACTIVE),
             Generation.batch_id == batch_id,
             Generation.status == GenerationStatus.PENDING,
             Generation.not_before.is_not(None),
