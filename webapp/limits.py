@@ -27,6 +27,11 @@ LIMITS = {
     # A redelivery sends a request out: limited at the pace of creates, so we flood no one.
     "api.redeliver": ("CREATE_RATE_LIMIT", BY_USER),
     "web.redeliver": ("CREATE_RATE_LIMIT", BY_USER),
+    # A resume rings lanes: pausing and resuming in a loop is limited at the pace of creates.
+    "api.pause_batch_job": ("CREATE_RATE_LIMIT", BY_USER),
+    "api.resume_batch_job": ("CREATE_RATE_LIMIT", BY_USER),
+    "web.pause": ("CREATE_RATE_LIMIT", BY_USER),
+    "web.resume": ("CREATE_RATE_LIMIT", BY_USER),
     "auth.login": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
     "auth.telegram": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
     "auth.telegram_mini_app": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
