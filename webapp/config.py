@@ -59,6 +59,7 @@ ENVIRONMENT = {
     "SIGN_IN_RATE_LIMIT": ("SIGN_IN_RATE_LIMIT", str),
     "CALLBACK_RATE_LIMIT": ("CALLBACK_RATE_LIMIT", str),
     "USER_MAX_PENDING_IMAGES": ("USER_MAX_PENDING_IMAGES", int),
+    "CANARY_APPROVAL_HOURS": ("CANARY_APPROVAL_HOURS", float),
     "WEBHOOK_ALLOW_HOSTS": ("WEBHOOK_ALLOW_HOSTS", str),
     "WEBHOOK_TIMEOUT_SECONDS": ("WEBHOOK_TIMEOUT_SECONDS", float),
     "RESULT_RETENTION_DAYS": ("RESULT_RETENTION_DAYS", float),
@@ -134,6 +135,9 @@ def defaults(instance_path):
         "CALLBACK_RATE_LIMIT": "600 per minute",
         # Images one user may have waiting or running at once, over all their batches.
         "USER_MAX_PENDING_IMAGES": 500,
+        # A canary batch (its first images tried) neither approved nor rejected within this
+        # is rejected by the reaper, its other images refunded (generation/canary.py).
+        "CANARY_APPROVAL_HOURS": 24.0,
         # Webhooks (docs/webhooks.md): hosts a webhook URL may name although they resolve to
         # a private or loopback address (comma-separated, as written in the URL; none by
         # default), each attempt's timeout, and the delays of Standard Webhooks' schedule.

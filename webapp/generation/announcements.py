@@ -38,6 +38,7 @@ BATCH_EVENT = {
     BatchStatus.FAILED: "batch.failed",
     BatchStatus.CANCELLED: "batch.cancelled",
 }
+AWAITING_APPROVAL_EVENT = "batch.awaiting_approval"
 GENERATION_EVENT = {
     GenerationStatus.SUCCESS: "generation.succeeded",
     GenerationStatus.FAILED: "generation.failed",
@@ -56,8 +57,20 @@ def announce_batch_end(batch_id):
     .failed or .cancelled, to the batch's callbackUrl and the user's endpoint."""
     batch = db.session.get(Batch, batch_id, populate_existing=True)
     event_type = BATCH_EVENT.get(batch.status)
-    if event_type is None:
-        return
+    if event_type is not None:
+        _announce_batch(batch, event_type)
+
+
+def announce_awaiting_approval(batch_id):
+    """In the caller's unit of work, once a canary batch's first images are done and it waits
+    for its owner's decision (generation/canary.py): batch.awaiting_approval, to the same
+    targets as the batch's end."""
+    _announce_batch(
+        db.session.get(Batch, batch_id, populate_existing=True), AWAITING_APPROVAL_EVENT
+    )
+
+
+def _announce_batch(batch, event_type):
     targets = _targets(batch.user_id, batch.callback_url, event_type)
     if targets:
         # Read afresh: the change being announced wrote them with Core UPDATEs, which leave

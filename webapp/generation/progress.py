@@ -165,7 +165,14 @@ def finalize_batch(batch_id):
     """
     status = progress_of([batch_id])[batch_id].final_status
     if status is None:
-        db.session.rollback()
+        # Imported here, as the announcement below: a canary whose images are all done makes
+        # the batch wait for its owner's decision, in this unit of work.
+        from .canary import hold_if_tried
+
+        if hold_if_tried(batch_id):
+            db.session.commit()
+        else:
+            db.session.rollback()
         return False
     now = utcnow()
     result = db.session.execute(

@@ -14,7 +14,13 @@ from ..webhooks.signing import new_secret
 
 # Sent to an endpoint only if it asks; batch.* events always are.
 OPTIONAL_EVENTS = ("generation.succeeded", "generation.failed")
-BATCH_EVENTS = ("batch.completed", "batch.partial", "batch.failed", "batch.cancelled")
+BATCH_EVENTS = (
+    "batch.completed",
+    "batch.partial",
+    "batch.failed",
+    "batch.cancelled",
+    "batch.awaiting_approval",
+)
 # How long a rotated-out secret still signs, so receivers can switch without missing one.
 ROTATION_HOURS = 24
 
@@ -125,4 +131,3 @@ def signing_secrets(endpoint, now=None):
     if endpoint.previous_secret and expires and expires > now:
         found.append(endpoint.previous_secret)
     return found
-
