@@ -14,7 +14,7 @@ from datetime import UTC
 from flask import current_app
 from huey.signals import SIGNAL_INTERRUPTED
 
-from webapp import pacing
+from webapp import logs, pacing
 from webapp.generation import announcements, claims, deliveries, reaper, steps
 from webapp.providers import get_provider
 from webapp.storage import get_storage
@@ -64,16 +64,18 @@ def _declare(decorator, args, options):
 def run_lane(batch_id):
     """One turn of a batch's lane; it re-rings itself while there is work."""
     queue = get_queue(current_app)
-    step = steps.lane_step(batch_id, get_provider(), get_storage(), queue.settings)
-    queue.follow_up(step, queue.run_lane, (batch_id,))
+    with logs.bound(batch_id=batch_id):
+        step = steps.lane_step(batch_id, get_provider(), get_storage(), queue.settings)
+        queue.follow_up(step, queue.run_lane, (batch_id,))
 
 
 @task(retries=2, retry_delay=5)
 def run_photo(generation_id):
     """Work on one single-photo generation."""
     queue = get_queue(current_app)
-    step = steps.photo_step(generation_id, get_provider(), get_storage(), queue.settings)
-    queue.follow_up(step, queue.run_photo, (generation_id,))
+    with logs.bound(generation_id=generation_id):
+        step = steps.photo_step(generation_id, get_provider(), get_storage(), queue.settings)
+        queue.follow_up(step, queue.run_photo, (generation_id,))
 
 
 @task(retries=2, retry_delay=5)
@@ -81,18 +83,20 @@ def poll_generation(generation_id, round_number=0, follow_up=True):
     """Ask an async provider whether a submitted generation is done. A poll rung by a callback
     does not follow up: the scheduled chain of polls goes on beside it."""
     queue = get_queue(current_app)
-    step = steps.poll_step(generation_id, get_provider(), get_storage(), queue.settings)
-    if step.poll_generation:
-        if follow_up:
-            queue.poll_later(generation_id, round_number + 1)
-    elif step.ring_batch:
-        queue.run_lane(step.ring_batch)
+    with logs.bound(generation_id=generation_id):
+        step = steps.poll_step(generation_id, get_provider(), get_storage(), queue.settings)
+        if step.poll_generation:
+            if follow_up:
+                queue.poll_later(generation_id, round_number + 1)
+        elif step.ring_batch:
+            queue.run_lane(step.ring_batch)
 
 
 @task(retries=2, retry_delay=5)
 def deliver_webhook(delivery_id):
     """One attempt at a webhook delivery; a retry is scheduled at its time on the schedule."""
-    sent = deliveries.deliver(delivery_id)
+    with logs.bound(delivery_id=delivery_id):
+        sent = deliveries.deliver(delivery_id)
     if sent is not None and sent.next_at is not None:
         queue = get_queue(current_app)
         queue.deliver_webhook.schedule(args=(delivery_id,), eta=sent.next_at.replace(tzinfo=UTC))

@@ -9,6 +9,8 @@ Huey keeps no results: the answers live in the database.
 from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer, Scheduler
 
+from webapp import logs
+
 
 class ReaperScheduler(Scheduler):
     """Huey's scheduler, checking periodic tasks every REAP_SECONDS instead of every minute."""
@@ -49,6 +51,7 @@ class _AppHuey:
     app = None  # set by create_huey
 
     def create_consumer(self, **options):
+        logs.adopt_huey_logger(self.app)  # huey_consumer has set up its logger by now
         return BatchgenConsumer(self, **options)
 
     def execute(self, task, timestamp=None):

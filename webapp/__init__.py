@@ -43,8 +43,9 @@ def create_app(config=None, instance_path=None):
     # The migrations live inside the package, so an installed wheel carries them too.
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
 
-    from . import auth, errors, headers, providers, storage
+    from . import auth, errors, headers, logs, providers, storage
 
+    logs.init_app(app)  # first: every answer, an error's too, carries the request id
     auth.init_app(app)
     errors.init_app(app)
     headers.init_app(app)

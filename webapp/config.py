@@ -64,6 +64,8 @@ ENVIRONMENT = {
     "WEBHOOK_TIMEOUT_SECONDS": ("WEBHOOK_TIMEOUT_SECONDS", float),
     "RESULT_RETENTION_DAYS": ("RESULT_RETENTION_DAYS", float),
     "INPUT_RETENTION_HOURS": ("INPUT_RETENTION_HOURS", float),
+    "LOG_FORMAT": ("LOG_FORMAT", str.lower),
+    "LOG_LEVEL": ("LOG_LEVEL", str.upper),
 }
 
 
@@ -147,6 +149,11 @@ def defaults(instance_path):
         # How long a settled batch keeps its results, and its inputs (generation/retention.py).
         "RESULT_RETENTION_DAYS": 30.0,
         "INPUT_RETENTION_HOURS": 24.0,
+        # Logs (webapp/logs.py): "text" leaves them as they always were; "json" writes one JSON
+        # object per line to stderr, with the request, user, batch and generation ids, at
+        # LOG_LEVEL and above.
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "INFO",
         # Sessions: the cookie name the existing client uses.
         "SESSION_COOKIE_NAME": "telegram_session",
         "SESSION_COOKIE_HTTPONLY": True,

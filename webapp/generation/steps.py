@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from .. import logs
 from ..catalog import load_catalog
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
@@ -57,7 +58,7 @@ class StepResult:
 def run_claim(claim, provider, storage, settings):
     """Do the claimed attempt's work and record the outcome; answers the outcome."""
     generation = claim.generation
-    with _holding(claim):
+    with _holding(claim), logs.bound(batch_id=generation.batch_id, generation_id=generation.id):
         try:
             input_image = storage.read(generation.input_key) if generation.input_key else None
         except FileNotFoundError:
