@@ -126,6 +126,8 @@ def batch_fields(batch):
         "callbackUrl": batch.callback_url,
         # When retention deletes its results (None until it has settled).
         "expiresAt": timestamp(retention.expires_at(batch)),
+        # Set while the batch is paused (pausing.py).
+        "pausedAt": timestamp(batch.paused_at),
     }
 
 
