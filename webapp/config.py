@@ -59,6 +59,7 @@ ENVIRONMENT = {
     "SIGN_IN_RATE_LIMIT": ("SIGN_IN_RATE_LIMIT", str),
     "CALLBACK_RATE_LIMIT": ("CALLBACK_RATE_LIMIT", str),
     "USER_MAX_PENDING_IMAGES": ("USER_MAX_PENDING_IMAGES", int),
+    "USER_MAX_CONCURRENCY": ("USER_MAX_CONCURRENCY", int),
     "CANARY_APPROVAL_HOURS": ("CANARY_APPROVAL_HOURS", float),
     "WEBHOOK_ALLOW_HOSTS": ("WEBHOOK_ALLOW_HOSTS", str),
     "WEBHOOK_TIMEOUT_SECONDS": ("WEBHOOK_TIMEOUT_SECONDS", float),
@@ -137,6 +138,9 @@ def defaults(instance_path):
         "CALLBACK_RATE_LIMIT": "600 per minute",
         # Images one user may have waiting or running at once, over all their batches.
         "USER_MAX_PENDING_IMAGES": 500,
+        # Images of one user's batches in flight at once, over all of them (0: no cap); the
+        # upstream's pace is shared between users (generation/shares.py).
+        "USER_MAX_CONCURRENCY": 8,
         # A canary batch (its first images tried) neither approved nor rejected within this
         # is rejected by the reaper, its other images refunded (generation/canary.py).
         "CANARY_APPROVAL_HOURS": 24.0,
