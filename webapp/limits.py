@@ -32,6 +32,11 @@ LIMITS = {
     "api.resume_batch_job": ("CREATE_RATE_LIMIT", BY_USER),
     "web.pause": ("CREATE_RATE_LIMIT", BY_USER),
     "web.resume": ("CREATE_RATE_LIMIT", BY_USER),
+    # An approval rings lanes, a reject refunds: at the pace of creates too.
+    "api.approve_batch_job": ("CREATE_RATE_LIMIT", BY_USER),
+    "api.reject_batch_job": ("CREATE_RATE_LIMIT", BY_USER),
+    "web.approve": ("CREATE_RATE_LIMIT", BY_USER),
+    "web.reject": ("CREATE_RATE_LIMIT", BY_USER),
     "auth.login": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
     "auth.telegram": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),
     "auth.telegram_mini_app": ("SIGN_IN_RATE_LIMIT", BY_ADDRESS),

@@ -21,6 +21,7 @@ from sqlalchemy import exists, func, select, update
 
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from ..words import count_of
 from .announcements import announce_awaiting_approval
 from .cancellation import NothingToCancel, cancel_batch
 from .validation import ValidationError
@@ -48,7 +49,7 @@ class Approval:
     def message(self):
         if self.repeated:
             return "The batch was already approved."
-        return f"Approved: the other {self.images} image(s) run now."
+        return f"Approved: the other {count_of(self.images, 'image')} run now."
 
 
 def parse_canary(value, images):

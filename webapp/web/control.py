@@ -1,4 +1,5 @@
-"""The batch page's queue-control forms: pause and resume (CSRF forms, as cancel's).
+"""The batch page's queue-control forms: pause and resume; approve or reject the rest of a
+canary batch (CSRF forms, as cancel's).
 
 With htmx the grid comes back in place, with the notice; without, a flash and the batch page.
 """
@@ -9,6 +10,7 @@ from flask_login import login_required
 from tasks import get_queue
 
 from ..errors import is_htmx
+from ..generation import canary
 from ..generation.pausing import NotPausable, pause_batch, resume_batch
 from . import bp
 from .batches import _own_batch_or_404, grid_context
@@ -37,6 +39,38 @@ def resume(batch_id):
     except NotPausable as refused:
         notice = refused.message
     return _grid_with(batch_id, notice)
+
+
+@bp.post("/batches/<batch_id>/approve")
+@login_required
+def approve(batch_id):
+    """Approve a canary batch: the rest of its images run."""
+    _own_batch_or_404(batch_id)
+    try:
+        notice = canary.approve(batch_id, get_queue(current_app)).message
+    except canary.NotAwaitingApproval as refused:
+        notice = refused.message
+    return _grid_with(batch_id, notice)
+
+
+@bp.post("/batches/<batch_id>/reject")
+@login_required
+def reject(batch_id):
+    """Stop a canary batch here: the rest is cancelled and refunded."""
+    _own_batch_or_404(batch_id)
+    try:
+        outcome = canary.reject(batch_id)
+    except canary.NotAwaitingApproval as refused:
+        notice = refused.message
+    else:
+        notice = "The batch was already stopped." if outcome.repeated else outcome.message
+    return _grid_with(batch_id, notice)
+
+
+@bp.app_template_global()
+def approval_deadline(batch):
+    """When a batch awaiting approval is rejected for want of an answer (None otherwise)."""
+    return canary.deadline(batch, current_app.config["CANARY_APPROVAL_HOURS"])
 
 
 def _grid_with(batch_id, notice):
