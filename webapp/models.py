@@ -167,6 +167,9 @@ class Generation(db.Model):
         UniqueConstraint("batch_id", "client_id"),
         Index("ix_generations_batch_status", "batch_id", "status"),
         Index("ix_generations_status_lease", "status", "lease_expires_at"),
+        # A user's images in flight, and those started within the pacer's window: the fair
+        # share of each claim (generation/shares.py).
+        Index("ix_generations_user_status_started", "user_id", "status", "started_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_generation_id)
