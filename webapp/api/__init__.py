@@ -11,7 +11,7 @@ from .. import billing
 from ..catalog import load_catalog
 from ..errors import json_error
 from ..extensions import db
-from ..generation import presenters
+from ..generation import canary, presenters
 from ..generation.cancellation import NothingToCancel, cancel_batch
 from ..generation.creation import TooManyInFlight, create_batch, create_photo
 from ..generation.ownership import owned_batch
@@ -96,9 +96,9 @@ def longest_string(app):
 @idempotency.idempotent
 def create_batch_job(record_resource):
     """Validate, charge once, create the rows, ring the lanes."""
-    spec = parse_batch_request(
-        _json_body(), load_catalog(), Limits.from_config(current_app.config)
-    )
+    payload = _json_body()
+    spec = parse_batch_request(payload, load_catalog(), Limits.from_config(current_app.config))
+    spec = canary.with_canary(spec, payload.get("canary"))
     if spec.callback_url:
         check_callback_url(current_user.id, spec.callback_url)
     batch = _create(create_batch, spec, record_resource)

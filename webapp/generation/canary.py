@@ -14,7 +14,7 @@
 Approving twice, and rejecting twice, are harmless: the second answers the batch as it is.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import exists, func, select, update
@@ -71,6 +71,11 @@ def parse_canary(value, images):
             "canary",
         )
     return value
+
+
+def with_canary(spec, value):
+    """The BatchSpec with its checked `canary` (the API body's field, or the upload form's)."""
+    return replace(spec, canary=parse_canary(value, len(spec.images)))
 
 
 def deadline(batch, hours):

@@ -109,6 +109,7 @@ def create_batch(
         total_cost=cost,
         parent_id=parent_id,
         callback_url=spec.callback_url,
+        canary=spec.canary,
     )
     inputs = [(row.input_key, image.data) for row, image in zip(rows, spec.images, strict=True)]
     charge = Charge(user_id, cost, LedgerKind.BATCH_DEBIT, {"batch_id": batch_id})

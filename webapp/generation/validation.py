@@ -85,6 +85,7 @@ class BatchSpec:
     images: tuple[ImageInput, ...]
     # Where this batch's webhooks go; request time checks only its form (webhooks/addresses).
     callback_url: str | None = None
+    canary: int | None = None  # images tried first, checked by generation/canary.py
 
     @property
     def total_cost(self):
