@@ -170,6 +170,10 @@ class Generation(db.Model):
         # A user's images in flight, and those started within the pacer's window: the fair
         # share of each claim (generation/shares.py).
         Index("ix_generations_user_status_started", "user_id", "status", "started_at"),
+        # A model's latest successes (the median of an ETA) and the images started within the
+        # pacer's window (the places and the pacer's slots): generation/eta.py and places.py.
+        Index("ix_generations_model_finished", "model", "finished_at"),
+        Index("ix_generations_started", "started_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_generation_id)
