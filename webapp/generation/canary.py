@@ -17,6 +17,7 @@ Approving twice, and rejecting twice, are harmless: the second answers the batch
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy import exists, func, select, update
 
 from ..extensions import db
@@ -175,11 +176,14 @@ def reject(batch_id, note=REJECTED_NOTE):
         raise NotAwaitingApproval(_not_waiting(status, batch.canary), status) from None
 
 
-def expire_unanswered(hours, now=None):
-    """The reaper's sweep: reject every batch awaiting approval since more than `hours`, each
-    in its own unit of work; answers the ids this call rejected. Two reapers at once reject
-    each batch once: the cancel's compare-and-set on the batch row lets one through."""
+def expire_unanswered(now=None, hours=None):
+    """The reaper's sweep: reject every batch awaiting approval for more than `hours`
+    (CANARY_APPROVAL_HOURS), each in its own unit of work; answers the ids this call rejected.
+    Two reapers at once reject each batch once: the cancel's compare-and-set on the batch row
+    lets one through."""
     now = now or utcnow()
+    if hours is None:
+        hours = current_app.config["CANARY_APPROVAL_HOURS"]
     overdue = list(
         db.session.scalars(
             select(Batch.id).where(

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from .canary import expire_unanswered, hold_tried_batches
 from .claims import runnable
 from .deliveries import due_deliveries
 from .idempotency_keys import purge_expired
@@ -38,6 +39,8 @@ class ReapReport:
     webhooks: list[str] = field(default_factory=list)  # deliveries due that nobody rang
     expired_inputs: int = 0  # input files past INPUT_RETENTION_HOURS, deleted
     expired_results: int = 0  # result files past RESULT_RETENTION_DAYS, deleted
+    held: list[str] = field(default_factory=list)  # canary batches now awaiting approval
+    rejected: list[str] = field(default_factory=list)  # not approved in time: rest refunded
 
     def summary(self):
         return (
@@ -47,7 +50,8 @@ class ReapReport:
             f"and {len(self.photos)} photo(s); swept {self.partials} partial file(s) and "
             f"{self.expired_keys} expired idempotency key(s), {self.expired_inputs} input(s) "
             f"and {self.expired_results} result(s) past retention; rang {len(self.webhooks)} "
-            "webhook delivery(ies)"
+            f"webhook delivery(ies); {len(self.held)} canary batch(es) now await approval, "
+            f"{len(self.rejected)} rejected unanswered"
         )
 
 
@@ -56,6 +60,8 @@ def reap(settings, stall_seconds, storage, now=None):
     now = now or utcnow()
     report = ReapReport()
     freed = _recover_expired_leases(settings, now, report)
+    report.held = hold_tried_batches(now)
+    report.rejected = expire_unanswered(now)
     stale = now - timedelta(seconds=stall_seconds)
     _restart_stalled_batches(stale, now, freed, report)
     report.photos = _stalled_photos(stale)
