@@ -67,6 +67,10 @@ ENVIRONMENT = {
     "INPUT_RETENTION_HOURS": ("INPUT_RETENTION_HOURS", float),
     "LOG_FORMAT": ("LOG_FORMAT", str.lower),
     "LOG_LEVEL": ("LOG_LEVEL", str.upper),
+    "READY_TIMEOUT_SECONDS": ("READY_TIMEOUT_SECONDS", float),
+    "METRICS_TOKEN": ("METRICS_TOKEN", str),
+    "METRICS_PORT": ("METRICS_PORT", int),
+    "METRICS_HOST": ("METRICS_HOST", str),
 }
 
 
@@ -158,6 +162,16 @@ def defaults(instance_path):
         # LOG_LEVEL and above.
         "LOG_FORMAT": "text",
         "LOG_LEVEL": "INFO",
+        # /readyz and `flask check` (webapp/health.py): how long each part (database, queue,
+        # storage) may take to answer before it counts as down; the state metrics read through
+        # the same timed connections.
+        "READY_TIMEOUT_SECONDS": 2.0,
+        # /metrics (webapp/metrics/): when set, a scrape must send `Authorization: Bearer <it>`
+        # (the consumers' METRICS_PORT too). A consumer serves its own metrics on METRICS_PORT
+        # (unset: none), on METRICS_HOST's interfaces.
+        "METRICS_TOKEN": None,
+        "METRICS_PORT": None,
+        "METRICS_HOST": "0.0.0.0",
         # Sessions: the cookie name the existing client uses.
         "SESSION_COOKIE_NAME": "telegram_session",
         "SESSION_COOKIE_HTTPONLY": True,
