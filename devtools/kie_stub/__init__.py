@@ -11,6 +11,7 @@ to a task's callBackUrl when it finishes, signed like kie's when given a `webhoo
 
     python -m devtools.kie_stub --port 8099    # the same, standalone, until Ctrl+C
 
+`jitter` spreads the tasks' latencies (each its own, `latency` plus up to `jitter` more).
 Misbehaviour is drawn from one seeded generator, so a run is repeatable for a given order of
 requests. What the stub saw is kept for assertions: `created` (and `created_times`),
 `create_attempt_times` (every create that arrived, refused or not), `uploads`,
@@ -45,6 +46,7 @@ class KieStub:
     def __init__(
         self,
         latency=0.0,
+        jitter=0.0,
         fail_rate=0.0,
         rate_429=0.0,
         error_5xx_rate=0.0,
@@ -67,6 +69,10 @@ class KieStub:
         port=0,
     ):
         self.latency = latency  # a task is done no sooner than this after its create
+        # Each task's own latency is `latency` plus a uniform draw in [0, jitter), from a
+        # generator of its own (seeded): the misbehaviour drawn from `random` stays as it was.
+        self.jitter = jitter
+        self.jitter_random = random.Random(f"jitter-{seed}")
         self.fail_rate = fail_rate
         self.rate_429 = rate_429  # random 429s, beside the limit below
         self.error_5xx_rate = error_5xx_rate
@@ -223,9 +229,12 @@ class KieStub:
             if self.credits is not None:
                 self.credits -= 1
             self.files[f"results/{task_id}.png"] = result
+            spread = self.jitter_random.uniform(0, self.jitter) if self.jitter else 0.0
+            latency = self.latency + spread
             self.tasks[task_id] = {
                 "style": style,
                 "created_at": arrived,
+                "latency": latency,
                 "polls": 0,
                 "fails": fails or len(self.created) + 1 in self.fail_tasks,
                 "finished": False,
@@ -262,7 +271,7 @@ class KieStub:
             self.counts["poll"] += 1
             done = task["finished"] or (
                 task["polls"] > self.polls_until_done
-                and time.monotonic() - task["created_at"] >= self.latency
+                and time.monotonic() - task["created_at"] >= task["latency"]
             )
             fails = task["fails"]
             if done and fails:
@@ -320,7 +329,9 @@ class KieStub:
         return [self._call_back(task_id) for task_id in chosen]
 
     def _call_back_later(self, task_id):
-        timer = threading.Timer(self.latency, self._call_back, args=(task_id,))
+        with self.lock:
+            latency = self.tasks[task_id]["latency"]
+        timer = threading.Timer(latency, self._call_back, args=(task_id,))
         timer.daemon = True
         with self.lock:
             self.timers.append(timer)

@@ -24,6 +24,9 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     parser.add_argument("--api-key", default=None, help="the only key accepted (default: any)")
     parser.add_argument("--latency", type=float, default=2.0, help="seconds before a task is done")
+    parser.add_argument(
+        "--jitter", type=float, default=0.0, help="up to this many seconds more, per task"
+    )
     parser.add_argument("--polls-until-done", type=int, default=0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--fail-code", default="501", help="400 makes failures content-policy")
