@@ -9,7 +9,7 @@ Huey keeps no results: the answers live in the database.
 from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer, Scheduler
 
-from webapp import logs
+from webapp import logs, metrics
 
 
 class ReaperScheduler(Scheduler):
@@ -52,6 +52,9 @@ class _AppHuey:
 
     def create_consumer(self, **options):
         logs.adopt_huey_logger(self.app)  # huey_consumer has set up its logger by now
+        # Its own metrics on METRICS_PORT, if set (`flask serve`'s consumer never comes here:
+        # the web's /metrics has its events).
+        metrics.serve_for_consumer(self.app.config)
         return BatchgenConsumer(self, **options)
 
     def execute(self, task, timestamp=None):

@@ -66,6 +66,12 @@ def create_app(config=None, instance_path=None):
     # which a cross-site form can send neither of (and the session cookie is SameSite=Lax).
     csrf.init_app(app)
     csrf.exempt(api_bp)
+    # The probes and the scrape: no sign-in, no limit, no CSRF, no cookie (health.py, metrics/).
+    from . import health
+    from .metrics import views as metrics_views
+
+    health.init_app(app)
+    metrics_views.init_app(app)
     from .storage.views import signed_url
     from .words import count_of
 

@@ -16,6 +16,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, select, update
 
+from .. import metrics
 from ..extensions import db
 from ..models import (
     DeliveryStatus,
@@ -145,6 +146,7 @@ def _record(delivery, endpoint, answer):
     )
     db.session.commit()
     status = values.get("status", DeliveryStatus.PENDING)
+    metrics.webhook_attempt("retrying" if status == DeliveryStatus.PENDING else status)
     return Sent(delivery.id, status, next_at)
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from PIL import Image
 
+from ...metrics import upstream_call
 from ...pacing import UNPACED
 from .. import RETRIED, UNCONFIRMED_PREFIX, Done, Failed, Pending, Submitted, Throttled
 from .callbacks import attempt_query
@@ -94,7 +95,8 @@ class KieProvider:
             return Throttled(wait)
         body = create_body(request, image_url, self._callback_for(request, style))
         try:
-            answer = self.client.call("POST", STYLES[style].create_path, json=body)
+            with upstream_call("create", _rate_limited):
+                answer = self.client.call("POST", STYLES[style].create_path, json=body)
         except Refused as refused:
             if refused.unanswered and self._names_attempt(request):
                 # kie may have the task: its callback will name it. Never re-create blindly.
@@ -150,7 +152,8 @@ class KieProvider:
         if style is None or not upstream_id:
             return Failed("unknown_task", f"{task_id!r} is not a task id of the image service.")
         try:
-            answer = self.client.call("GET", style.record_path, params={"taskId": upstream_id})
+            with upstream_call("poll", _rate_limited):
+                answer = self.client.call("GET", style.record_path, params={"taskId": upstream_id})
             state = style.read_record(answer_data(answer))
             if state.status == RUNNING:
                 return Pending()
@@ -200,11 +203,13 @@ class KieProvider:
         folder = f"{UPLOAD_FOLDER}/{request.batch_id or 'photos'}"
         # One name per generation: a retry overwrites its own upload instead of adding one.
         file_name = f"{request.generation_id}.{extension}"
-        return self.client.upload(request.input_image, mime, file_name, folder)
+        with upstream_call("upload", _rate_limited):
+            return self.client.upload(request.input_image, mime, file_name, folder)
 
     def _download(self, url):
         """Fetch a result from kie's CDN at once (its URLs expire) into our hands."""
-        content = self.client.download(url)
+        with upstream_call("download", _rate_limited):
+            content = self.client.download(url)
         found = image_format(content)
         if found is None:
             message = "The image service sent a result that is not an image."
@@ -217,6 +222,11 @@ class KieProvider:
             message = outcome.message.replace(self.api_key, "***")
             return Failed(outcome.code, message, outcome.retryable)
         return outcome
+
+
+def _rate_limited(error):
+    """For the metrics: kie (or its CDN) answered 429."""
+    return isinstance(error, Refused) and error.code == 429
 
 
 def image_format(data):
