@@ -13,7 +13,8 @@ from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
-from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from ..models import Batch, BatchStatus, Generation, GenerationStatus, User, utcnow
+from ..pacing import window_seconds
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,10 @@ class Settings:
     poll_timeout_seconds: int = 900
     retry_base_seconds: float = 2.0
     retry_cap_seconds: float = 300.0
+    # A user's batch images in flight at once, over all their batches (0: no cap).
+    user_max_concurrency: int = 0
+    # The fair share counts each user's images started within the pacer's window (shares.py).
+    share_window_seconds: float = window_seconds(10)
 
     @classmethod
     def from_config(cls, config):
@@ -32,6 +37,8 @@ class Settings:
             poll_timeout_seconds=config["POLL_TIMEOUT_SECONDS"],
             retry_base_seconds=config["RETRY_BASE_SECONDS"],
             retry_cap_seconds=config["RETRY_CAP_SECONDS"],
+            user_max_concurrency=config["USER_MAX_CONCURRENCY"],
+            share_window_seconds=window_seconds(config["UPSTREAM_RATE_PERIOD"]),
         )
 
 
@@ -67,6 +74,7 @@ def runnable(table, now):
 # third of a generation's CPU in the consumer. Statements built on these hit the SQL cache.
 _candidate = aliased(Generation, name="candidate")
 _in_flight = aliased(Generation, name="in_flight")
+_user_in_flight = aliased(Generation, name="user_in_flight")
 
 
 def new_token():
@@ -75,13 +83,14 @@ def new_token():
 
 
 def claim_for_batch(batch_id, settings, token=None):
-    """Claim the batch's next runnable generation if fewer than `concurrency` are in flight,
-    under `token` (a new one if not given)."""
+    """Claim the batch's next runnable generation if fewer than `concurrency` are in flight
+    (and fewer than USER_MAX_CONCURRENCY of its user's batch images), under `token` (a new
+    one if not given). Which batch a lane claims in is the fair share's (shares.py)."""
     now = utcnow()
     token = token or new_token()
     # On PostgreSQL the row lock serialises claims of one batch; SQLite's write lock does it there.
     batch = db.session.execute(
-        select(Batch.concurrency, Batch.status, Batch.canary, Batch.approved_at)
+        select(Batch.concurrency, Batch.status, Batch.canary, Batch.approved_at, Batch.user_id)
         .where(Batch.id == batch_id)
         .with_for_update()
     ).first()
@@ -101,12 +110,14 @@ def claim_for_batch(batch_id, settings, token=None):
         .where(_in_flight.batch_id == batch_id, _in_flight.status == GenerationStatus.PROCESSING)
         .scalar_subquery()
     )
+    under_user_cap = _under_user_cap(batch.user_id, settings)  # locks the user's row
     result = db.session.execute(
         update(Generation)
         .where(
             Generation.id == next_id,
             Generation.status == GenerationStatus.PENDING,
             processing < batch.concurrency,
+            *under_user_cap,
         )
         .values(**_lease(token, now, settings))
         .execution_options(synchronize_session=False)
@@ -127,6 +138,33 @@ def claim_for_batch(batch_id, settings, token=None):
     )
     db.session.commit()
     return _snapshot(token, Generation.batch_id == batch_id)
+
+
+def _under_user_cap(user_id, settings):
+    """The condition that keeps the user's batch images in flight under USER_MAX_CONCURRENCY,
+    taken with the user's row locked for the rest of the claim (none without a cap).
+
+    Claims in the user's other batches hold other batch rows, so on PostgreSQL the user's row
+    is locked too (FOR NO KEY UPDATE: a debit waits, new rows referencing the user do not):
+    each claim's count then sees the one before it committed. The order stays batch row, then
+    the user's row, then generations; nothing that locks the user's row first waits for a row
+    of an active batch. SQLite's write lock serialises every claim anyway.
+    """
+    cap = settings.user_max_concurrency
+    if not cap:
+        return ()
+    db.session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+    user_processing = (
+        select(func.count())
+        .select_from(_user_in_flight)
+        .where(
+            _user_in_flight.user_id == user_id,
+            _user_in_flight.status == GenerationStatus.PROCESSING,
+            _user_in_flight.batch_id.is_not(None),
+        )
+        .scalar_subquery()
+    )
+    return (user_processing < cap,)
 
 
 def _canary_only(batch):

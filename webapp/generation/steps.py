@@ -38,6 +38,7 @@ from .outcomes import (
     storage_failure,
 )
 from .progress import finalize_batch
+from .shares import TRIES, turn_order
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,9 @@ def _claimed_row(token, where):
     return generation
 
 
-def next_wake(batch_id):
-    """When the batch's earliest backed-off generation becomes runnable (None if none waits).
+def next_wake(batch_id=None):
+    """When the batch's earliest backed-off generation becomes runnable (None if none waits);
+    without a batch, the earliest of every active batch's (a lane serves them all: shares.py).
 
     A time already past counts too: the backoff may have ended between the claim that found
     nothing and this query, and a lane that stopped then would leave that image to the reaper.
@@ -180,7 +182,7 @@ def next_wake(batch_id):
         .join(Batch, Batch.id == Generation.batch_id)
         .where(
             Batch.status.in_(BatchStatus.ACTIVE),
-            Generation.batch_id == batch_id,
+            *(() if batch_id is None else (Generation.batch_id == batch_id,)),
             Generation.status == GenerationStatus.PENDING,
             Generation.not_before.is_not(None),
         )
@@ -190,25 +192,38 @@ def next_wake(batch_id):
 
 
 def lane_step(batch_id, provider, storage, settings):
-    """One turn of a batch's lane: claim one generation and work on it.
+    """One turn of a lane rung for `batch_id`: claim one generation and work on it.
 
-    With a paced engine, a lane that sees the upstream pacer full claims nothing and sleeps
-    until a slot may be free, so no image is started that could not be sent.
+    The turn serves the batch the fair share says is next (shares.py), whichever user's it is,
+    so a lane of a user who had their share works for the one who had least. With a paced
+    engine, a lane that sees the upstream pacer full claims nothing and sleeps until a slot
+    may be free, so no image is started that could not be sent. A lane that finds nothing to
+    claim anywhere sleeps until the earliest backoff of any active batch ends, or stops.
     """
     paced = _sleep_while_full(provider.pacer)
     if paced:
         return paced
-    claim = _claim(claim_for_batch, batch_id, Generation.batch_id == batch_id, settings)
+    claim = _claim_fair_share(settings)
     if claim is None:
         finalize_batch(batch_id)
-        return StepResult(wake_at=next_wake(batch_id))
+        return StepResult(wake_at=next_wake())
     outcome = run_claim(claim, provider, storage, settings)
     if isinstance(outcome, Throttled):
         return StepResult(wake_at=_after(outcome.seconds))
     poll = claim.generation.id if isinstance(outcome, Submitted) else None
     if poll is None:
-        finalize_batch(batch_id)
+        finalize_batch(claim.generation.batch_id)
     return StepResult(worked=True, poll_generation=poll)
+
+
+def _claim_fair_share(settings):
+    """Claim in the batch the share model puts first; the next ones if another consumer took
+    the slot meanwhile (the claim is the fence). None if nothing could be claimed."""
+    for batch_id in turn_order(settings)[:TRIES]:
+        claim = _claim(claim_for_batch, batch_id, Generation.batch_id == batch_id, settings)
+        if claim is not None:
+            return claim
+    return None
 
 
 def photo_step(generation_id, provider, storage, settings):

@@ -1,0 +1,122 @@
+"""Fair shares: which batch a lane's turn serves, so that active users share the upstream's
+pace equally rather than per lane (a user with three batches, or a batch with a high
+concurrency, would otherwise take several shares).
+
+A lane is rung for a batch, but its turn serves whichever batch the share model says is next:
+it is work-conserving, so a lane of a user who had their share claims for the user who had the
+least instead of sleeping, and no user's batch waits behind another user's whole batch. The
+model, counted from the database alone so that every consumer agrees:
+
+1. the user: among those with a claimable image (pending and past its backoff, in a queued or
+   running batch with a free slot, allowed by its canary) and fewer than USER_MAX_CONCURRENCY
+   images in flight over all their batches, the one with the fewest images started within
+   the pacer's window (`generations.started_at`; an image put back in line since, such as one
+   the pacer turned away, is not counted); ties: the user whose oldest claimable image (its
+   batch's creation) is oldest, then the lower user id;
+2. within the user, their batch with the fewest images in flight; ties: the oldest batch;
+3. within the batch, by position (`claims.claim_for_batch`).
+
+The order is a hint and the claim stays the fence: `claim_for_batch` checks the batch's
+status, its concurrency and the user's cap again inside its compare-and-set UPDATE, under the
+batch row's and the user row's locks, so two consumers that picked the same batch at once
+never claim the same image or go over a bound; the one that lost tries the next batch in order.
+
+What it costs: one query per turn, on the active batches only (`ix_batches_status`), each
+counted through an index (`ix_generations_batch_status` for the batch's own images,
+`ix_generations_user_status_started`, migration 0007, for the user's in flight and started).
+"""
+
+from datetime import timedelta
+
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import aliased
+
+from ..extensions import db
+from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from .claims import runnable
+
+# How many batches of the order one turn tries before it gives up: the first unless another
+# consumer filled its slot meanwhile.
+TRIES = 3
+# Statuses of an image that was started and not put back in line.
+STARTED = tuple(status for status in GenerationStatus.ALL if status != GenerationStatus.PENDING)
+
+# Made once, as in claims.py: a new alias per query would copy every column again.
+_waiting = aliased(Generation, name="waiting")
+_batch_flight = aliased(Generation, name="batch_flight")
+_user_flight = aliased(Generation, name="user_flight")
+_started = aliased(Generation, name="started")
+
+
+def _count(table, *where):
+    return select(func.count()).select_from(table).where(*where).correlate(Batch).scalar_subquery()
+
+
+def _claimable_image(now):
+    """The batch has an image a claim could take now (claims.claim_for_batch's candidate,
+    with its canary rule: until approved, only the first `canary` positions)."""
+    return (
+        exists()
+        .where(
+            _waiting.batch_id == Batch.id,
+            runnable(_waiting, now),
+            or_(
+                Batch.canary.is_(None),
+                Batch.approved_at.is_not(None),
+                _waiting.position < Batch.canary,
+            ),
+        )
+        .correlate(Batch)
+    )
+
+
+def _batches(now, since):
+    """Each active batch with a claimable image: (id, user_id, created_at, concurrency, its
+    images in flight, its user's images in flight, its user's images started since `since`)."""
+    in_flight = _count(
+        _batch_flight,
+        _batch_flight.batch_id == Batch.id,
+        _batch_flight.status == GenerationStatus.PROCESSING,
+    )
+    user_in_flight = _count(
+        _user_flight,
+        _user_flight.user_id == Batch.user_id,
+        _user_flight.status == GenerationStatus.PROCESSING,
+        _user_flight.batch_id.is_not(None),
+    )
+    user_started = _count(
+        _started,
+        _started.user_id == Batch.user_id,
+        _started.status.in_(STARTED),
+        _started.started_at >= since,
+    )
+    rows = db.session.execute(
+        select(
+            Batch.id,
+            Batch.user_id,
+            Batch.created_at,
+            Batch.concurrency,
+            in_flight,
+            user_in_flight,
+            user_started,
+        ).where(Batch.status.in_(BatchStatus.ACTIVE), _claimable_image(now))
+    ).all()
+    db.session.rollback()  # a read: end it before the claim
+    return rows
+
+
+def turn_order(settings, now=None):
+    """The ids of the batches a lane's turn should claim in, best first (the share model)."""
+    now = now or utcnow()
+    since = now - timedelta(seconds=settings.share_window_seconds)
+    cap = settings.user_max_concurrency
+    users = {}  # user id → [started in the window, oldest open batch, its open batches]
+    for row in _batches(now, since):
+        batch_id, user_id, created_at, concurrency, in_flight, user_in_flight, started = row
+        if in_flight >= concurrency or (cap and user_in_flight >= cap):
+            continue  # no free slot: a claim there would find nothing
+        user = users.setdefault(user_id, [started, created_at, []])
+        user[1] = min(user[1], created_at)
+        user[2].append((in_flight, created_at, batch_id))
+    order = sorted(users, key=lambda user_id: (*users[user_id][:2], user_id))
+    return [batch_id for user_id in order for *_, batch_id in sorted(users[user_id][2])]
