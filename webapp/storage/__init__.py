@@ -1,8 +1,9 @@
-"""Where input and result images live: a local folder, addressed by keys, with signed links.
+"""Where input and result images live: a local folder (the default) or an S3-compatible
+bucket (`STORAGE_URL=s3://…`, storage/s3.py), addressed by keys, with signed links.
 
 Keys look like `inputs/<batch>/<gen>.png` and `results/<batch>/<gen>.png`. Links handed to
 clients are absolute, signed with SECRET_KEY and expire, so they work in an <img> tag and for
-clients without a cookie.
+clients without a cookie (on S3, presigned GETs with the same expiry, unless S3_LINKS=proxy).
 """
 
 import functools
@@ -12,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+from urllib.parse import urlsplit
 
 from flask import current_app
 
@@ -109,6 +111,13 @@ class LocalStorage:
         except OSError as error:
             raise StorageUnavailable(f"cannot write to {self.root}: {error}") from error
 
+    def link_signer(self, ttl_seconds):
+        """Links to this folder go through /media (storage/views.py)."""
+        return None
+
+    def link_origin(self):
+        return None
+
     def delete(self, key):
         try:
             os.unlink(self.path(key))
@@ -123,8 +132,22 @@ def get_storage():
     return current_app.extensions["batchgen.storage"]
 
 
+def create_storage(config):
+    """The storage STORAGE_URL names: unset, or `file://` (MEDIA_ROOT) or `file:///folder`,
+    the local folder; `s3://bucket/prefix`, a bucket (S3_ENDPOINT_URL, S3_LINKS…)."""
+    url = config.get("STORAGE_URL") or "file://"
+    parts = urlsplit(url)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        return LocalStorage(parts.path or config["MEDIA_ROOT"])
+    if parts.scheme == "s3":
+        from .s3 import S3Storage  # boto3 is imported only by those who use it
+
+        return S3Storage.from_config(config)
+    raise ValueError(f"STORAGE_URL={url!r}: use s3://bucket/prefix, or file:///folder")
+
+
 def init_app(app):
-    app.extensions["batchgen.storage"] = LocalStorage(app.config["MEDIA_ROOT"])
+    app.extensions["batchgen.storage"] = create_storage(app.config)
     from .views import bp
 
     app.register_blueprint(bp)

@@ -1,10 +1,12 @@
 """A batch's results as one zip, streamed: each image is sent as soon as it is added."""
 
 import re
+import time
 import zipfile
 
 from ..models import GenerationStatus
 
+PIECE_BYTES = 64 * 1024  # read from storage and sent on at a time
 # A name that starts with its own number (`01-red.png`, `7_cat`, `003 dog`) keeps it alone.
 NUMBERED = re.compile(r"\d+(?:[-_. ]|$)")
 
@@ -61,11 +63,18 @@ class _Chunks:
         return data
 
 
-def stream_zip(entries, storage):
-    """The zip's bytes, piece by piece. Results are PNG (already compressed): stored as is."""
+def stream_zip(entries, storage, piece_bytes=PIECE_BYTES):
+    """The zip's bytes, piece by piece. Results are PNG (already compressed): stored as is.
+    Each image is read from storage in pieces and each piece sent on: neither the batch nor one
+    whole image is held (on S3, the object streams in as the zip streams out)."""
     chunks = _Chunks()
     with zipfile.ZipFile(chunks, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, key in entries:
-            archive.writestr(name, storage.read(key))
-            yield chunks.take()
+            entry = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+            entry.external_attr = 0o600 << 16  # -rw-------, as writestr makes it
+            with storage.open(key) as source, archive.open(entry, "w") as target:
+                while piece := source.read(piece_bytes):
+                    target.write(piece)
+                    yield chunks.take()
+            yield chunks.take()  # the entry's data descriptor
     yield chunks.take()  # the central directory, written on close
