@@ -1,5 +1,7 @@
 """Fixtures: an app on SQLite and on PostgreSQL with an in-memory queue, users, services."""
 
+import os
+
 import pytest
 from sqlalchemy.exc import OperationalError
 
@@ -94,3 +96,39 @@ def redis_url():
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_place():
+    """A real S3-compatible server and a bucket on it: the one TEST_S3_URL names (MinIO, say),
+    else moto's server started here, on 127.0.0.1. Starting moto never skips: it is a dev
+    dependency, so a failure to start fails the tests that need it (tests/s3.py)."""
+    from tests.s3 import MOTO_CREDENTIALS, MotoServer, S3Place, place_from_environment
+
+    place = place_from_environment()
+    if place is not None:
+        yield place
+        return
+    saved = {name: os.environ.get(name) for name in MOTO_CREDENTIALS}
+    for name, value in MOTO_CREDENTIALS.items():
+        os.environ.setdefault(name, value)  # the app's and its consumers' boto3 chain finds them
+    server = MotoServer()
+    try:
+        server.start()
+    except RuntimeError as error:
+        pytest.fail(f"could not start moto's S3 server: {error}")
+    try:
+        place = S3Place(server.endpoint_url, "batchgen-tests")
+        place.client.create_bucket(Bucket=place.bucket)
+        yield place
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+@pytest.fixture
+def s3_prefix(s3_place):
+    """A prefix of this test's own in the test bucket."""
+    return s3_place.new_prefix()

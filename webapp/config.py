@@ -23,6 +23,12 @@ ENVIRONMENT = {
     "REDIS_URL": ("REDIS_URL", str),
     "HUEY_NAME": ("HUEY_NAME", str),
     "MEDIA_ROOT": ("MEDIA_ROOT", str),
+    "STORAGE_URL": ("STORAGE_URL", str),
+    "S3_ENDPOINT_URL": ("S3_ENDPOINT_URL", _url),
+    "S3_REGION": ("S3_REGION", str),
+    "S3_LINKS": ("S3_LINKS", str),
+    "S3_TIMEOUT_SECONDS": ("S3_TIMEOUT_SECONDS", float),
+    "S3_MAX_ATTEMPTS": ("S3_MAX_ATTEMPTS", int),
     "PUBLIC_BASE_URL": ("PUBLIC_BASE_URL", _url),
     "GENERATION_BACKEND": ("GENERATION_BACKEND", str),
     "KIE_API_KEY": ("KIE_API_KEY", str),
@@ -84,6 +90,17 @@ def defaults(instance_path):
         "HUEY_NAME": "batchgen",
         "HUEY_SQLITE_PATH": os.path.join(instance_path, "huey.db"),
         "MEDIA_ROOT": os.path.join(instance_path, "media"),
+        # Where images live (webapp/storage): unset or file:// is MEDIA_ROOT; s3://bucket/prefix
+        # a bucket, on S3_ENDPOINT_URL when not AWS (MinIO, R2, Garage), with the credentials of
+        # boto3's chain (AWS_ACCESS_KEY_ID…) and S3_REGION (else boto3's, else us-east-1).
+        "STORAGE_URL": None,
+        "S3_ENDPOINT_URL": None,
+        "S3_REGION": None,
+        # Image links on S3: presigned GETs straight from the bucket, or "proxy": through /media.
+        "S3_LINKS": "presigned",
+        # Each S3 call: the connect and per-read timeout, and the tries (so an outage fails fast).
+        "S3_TIMEOUT_SECONDS": 5.0,
+        "S3_MAX_ATTEMPTS": 3,
         "PUBLIC_BASE_URL": None,
         "GENERATION_BACKEND": "local",
         "KIE_API_KEY": None,

@@ -30,21 +30,29 @@ TELEGRAM_WIDGET = {
 HSTS_SECONDS = 365 * 24 * 3600
 
 
-def content_security_policy(telegram_widget=False):
+def content_security_policy(telegram_widget=False, image_origin=None):
+    """The policy; `image_origin`: where presigned image links point (S3), allowed as images."""
     policy = {**POLICY, **(TELEGRAM_WIDGET if telegram_widget else {})}
+    if image_origin:
+        policy["img-src"] = f"{policy['img-src']} {image_origin}"
     return "; ".join(f"{directive} {sources}" for directive, sources in policy.items())
 
 
 def init_app(app):
     https = (app.config["PUBLIC_BASE_URL"] or "").startswith("https://")
-    strict = content_security_policy()
-    with_widget = content_security_policy(telegram_widget=True)
+    policies = {}  # widget or not → the policy, made at the first answer (storage is set up)
+
+    def policy(widget):
+        if widget not in policies:
+            origin = app.extensions["batchgen.storage"].link_origin()
+            policies[widget] = content_security_policy(widget, origin)
+        return policies[widget]
 
     @app.after_request
     def security_headers(response):
         headers = response.headers
         widget = request.endpoint == "auth.login" and app.config["TELEGRAM_BOT_NAME"]
-        headers["Content-Security-Policy"] = with_widget if widget else strict
+        headers["Content-Security-Policy"] = policy(bool(widget))
         headers["X-Content-Type-Options"] = "nosniff"
         headers["X-Frame-Options"] = "DENY"
         headers["Referrer-Policy"] = "same-origin"
