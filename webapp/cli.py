@@ -1,6 +1,6 @@
 """Operator commands: `flask --app app init-db | users create | users token | users tokens |
 users revoke-token | users login-link | credits grant | reap | serve | kie balance | kie check`,
-and `webhooks …` (webhooks_cli.py).
+`webhooks …` (webhooks_cli.py), and `ledger audit | batches … | users list` (ops_cli.py).
 
 Flask-Migrate adds `flask --app app db …` (upgrade, migrate, current …) beside them.
 """
@@ -285,9 +285,12 @@ def init_app(app):
     app.cli.add_command(credits_cli)
     app.cli.add_command(kie_cli)
     app.cli.add_command(webhooks_cli.webhooks_cli)
+    app.cli.add_command(ops_cli.ledger_cli)
+    app.cli.add_command(ops_cli.batches_cli)
     app.cli.add_command(init_db)
     app.cli.add_command(reap_once)
     app.cli.add_command(serve)
 
 
-from . import webhooks_cli  # noqa: E402  (its commands use find_user)
+# Their commands use find_user; ops_cli also adds `users list` to users_cli.
+from . import ops_cli, webhooks_cli  # noqa: E402
