@@ -130,7 +130,11 @@ class Batch(db.Model):
     aspect_ratio: Mapped[str] = mapped_column(String(16))
     concurrency: Mapped[int]
     provider: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default=BatchStatus.QUEUED, index=True)
+    # Room for "awaiting_approval" (17 characters; migration 0009). SQLite enforces no length,
+    # and its table keeps the 16 it was made with.
+    status: Mapped[str] = mapped_column(
+        String(32).with_variant(String(16), "sqlite"), default=BatchStatus.QUEUED, index=True
+    )
     total_cost: Mapped[int]
     refunded: Mapped[int] = mapped_column(default=0)
     # The batch whose failed images this one retries. Unique: a batch is retried at most once,
