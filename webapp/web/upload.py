@@ -7,6 +7,7 @@ from tasks import get_queue
 
 from .. import billing
 from ..catalog import load_catalog
+from ..generation.canary import MAX_CANARY
 from ..generation.creation import TooManyInFlight, create_batch
 from ..generation.validation import MAX_PROMPT_CHARS, Limits
 from ..providers import get_provider
@@ -93,6 +94,7 @@ def upload_form(fields=None, errors=None, image_count=None):
         limits=limits,
         max_prompt_chars=MAX_PROMPT_CHARS,
         parallel_choices=[n for n in (2, 4, 8) if n <= limits.max_concurrency],
+        max_canary=MAX_CANARY,
         quote=_quote(fields),
     )
 

@@ -3,6 +3,7 @@ the cost line while the form is being filled in. Built on the API's checks
 (webapp.generation.validation), so a form and a JSON body are held to the same rules."""
 
 from ..billing.quotes import quote
+from ..generation.canary import MAX_CANARY, parse_canary
 from ..generation.validation import (
     CONTROL_IN_ID,
     MAX_CLIENT_ID_CHARS,
@@ -53,9 +54,10 @@ def parse_batch_upload(fields, uploads, catalog, limits):
         errors["images"], image_count = error.messages, error.good
     except ValidationError as error:
         errors["images"] = error.message
+    canary = _collect(errors, _parse_form_canary, fields.get("canary"), images)
     if errors:
         raise FormErrors(errors, image_count)
-    return BatchSpec(generation=generation, concurrency=concurrency, images=images)
+    return BatchSpec(generation=generation, concurrency=concurrency, images=images, canary=canary)
 
 
 def _as_typed(fields):
@@ -145,6 +147,28 @@ def _parse_form_concurrency(value, limits):
         number = whole_number(value)
         value = number if number is not None else value or None
     return parse_concurrency(value, limits)
+
+
+def _parse_form_canary(value, images):
+    """"Try N first": empty runs every image; else the API's check (1 to MAX_CANARY, fewer than
+    the images), told in the form's words. Not checked against images that were refused."""
+    if value in (None, ""):
+        return None
+    number = whole_number(value) if isinstance(value, str) else value
+    if number is None or not 1 <= number <= MAX_CANARY:
+        raise ValidationError(
+            f"Try first: choose from 1 to {MAX_CANARY} images, or run every image", "canary"
+        )
+    if images is None:
+        return number
+    try:
+        return parse_canary(number, len(images))
+    except ValidationError:
+        raise ValidationError(
+            f"Try first needs more images than it tries: {len(images)} chosen, so try at most "
+            f"{len(images) - 1} first, or run every image",
+            "canary",
+        ) from None
 
 
 def _collect(errors, parse, *args):
