@@ -5,6 +5,7 @@ No stack trace ever reaches a client.
 
 import logging
 
+import redis
 from flask import current_app, jsonify, make_response, render_template, request
 from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -49,8 +50,8 @@ def _answer(status, title, message):
 
 
 def _outage_answer(part, error):
-    """503 with Retry-After: `part` ("database", "image storage") cannot be reached, an outage
-    and not a bug. The page asks nothing of the database: it is rendered without the context
+    """503 with Retry-After: `part` ("database", "queue", "image storage") cannot be reached, an
+    outage and not a bug. The page asks nothing of the database: it is rendered without the context
     processors (Flask-Login's would load the signed-in user)."""
     log.error("%s unavailable on %s %s: %s", part, request.method, request.path, error)
     message = (
@@ -96,6 +97,15 @@ def init_app(app):
         except Exception:  # the connection is gone: there is nothing to roll back
             pass
         return _outage_answer("database", error)
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def queue_unavailable(error):
+        """The queue's Redis cannot be reached as a route rings it (a kie callback's poll, say):
+        what the request committed stays, the reaper rings it later, and the client may try
+        again (kie retries a callback that was not answered 200)."""
+        db.session.rollback()
+        return _outage_answer("queue", error)
 
     @app.errorhandler(Exception)
     def unexpected_error(error):
