@@ -13,6 +13,7 @@ import logging
 
 import click
 from flask import Blueprint, current_app, jsonify
+from flask.cli import with_appcontext
 
 from . import probes
 
@@ -71,6 +72,7 @@ def readyz():
 
 @click.command("check")
 @click.option("--json", "as_json", is_flag=True, help="Print /readyz's JSON document instead.")
+@with_appcontext
 def check_command(as_json):
     """Check the database, the queue and the storage as /readyz does; exit 1 if one fails."""
     ready, checked = readiness(current_app._get_current_object())
