@@ -173,6 +173,7 @@ def _log_request(response):
             "method": request.method,
             "path": path,
             "status": response.status_code,
+            "client": request.remote_addr,  # nginx's X-Forwarded-For with PROXY_HOPS
             "duration_ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
         },
     )
