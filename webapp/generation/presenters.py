@@ -100,10 +100,25 @@ def batch_created(batch, generations):
         "jobs": [{"clientId": g.client_id, "generationId": g.id} for g in generations],
         "totalCost": batch.total_cost,
         "status": batch.status,
-        "message": f"Queued {count_of(count, 'image')} for processing",
+        "message": _created_message(count, batch.canary),
         "concurrency": batch.concurrency,
         "engine": batch.provider,
+        "canary": batch.canary,
     }
+
+
+def _created_message(count, canary):
+    if not canary:
+        return f"Queued {count_of(count, 'image')} for processing"
+    first = "the first runs" if canary == 1 else f"the first {canary} run"
+    images = count_of(count, "image")
+    return f"Queued {images}: {first}, then the batch awaits your approval of the rest"
+
+
+def _approve_by(batch):
+    from .canary import deadline  # imported here: canary announces through this module
+
+    return deadline(batch, current_app.config["CANARY_APPROVAL_HOURS"])
 
 
 def batch_fields(batch):
@@ -128,6 +143,12 @@ def batch_fields(batch):
         "expiresAt": timestamp(retention.expires_at(batch)),
         # Set while the batch is paused (pausing.py).
         "pausedAt": timestamp(batch.paused_at),
+        # A canary batch (canary.py): its first `canary` images run, then it awaits approval
+        # (since awaitingSince, until approveBy); approvedAt once the rest may run.
+        "canary": batch.canary,
+        "awaitingSince": timestamp(batch.awaiting_since),
+        "approveBy": timestamp(_approve_by(batch)),
+        "approvedAt": timestamp(batch.approved_at),
     }
 
 
