@@ -2,10 +2,10 @@
 queue hold, request latency is labelled by route (never by a raw path), METRICS_TOKEN guards
 it, and a database that is down costs the scrape its state families, not its answer."""
 
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from tasks import get_queue
+from tests.metrics import samples, value, value_or_zero
 from tests.support import (
     CREATED_APPS,
     ApiClient,
@@ -27,18 +27,6 @@ def scrape(client, **headers):
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return samples(response.get_data(as_text=True))
-
-
-def samples(text):
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(found, name, **labels):
-    return found[(name, tuple(sorted(labels.items())))]
 
 
 def test_the_state_families_read_back_what_the_database_holds(app, api_client):
@@ -110,9 +98,7 @@ def test_request_latency_is_labelled_by_route_method_and_status(app, api_client)
     def count(route, status):
         key = dict(route=route, method="GET", status=status)
         name = "batchgen_http_request_duration_seconds_count"
-        return value(after, name, **key) - (
-            value(before, name, **key) if (name, tuple(sorted(key.items()))) in before else 0
-        )
+        return value(after, name, **key) - value_or_zero(before, name, **key)
 
     assert count(BATCH_ROUTE, "200") == 3
     assert count(BATCH_ROUTE, "404") == 1
