@@ -3,7 +3,9 @@
 
 Told from the row alone, as the steps leave it (outcomes.py):
 
-    pending, never tried, no wait        queued: its place among the batch's waiting images
+    pending, never tried, no wait        queued: its place in the queue, under the shares:
+                                         the images that start before it, its batch's, the
+                                         user's other batches' and other users' (places.py)
     pending, held back by the upstream   waiting_for_upstream_slot: a throttle (a 429, the
                                          shared pacer full, the engine's account empty) puts it
                                          back with `not_before` and its attempt uncounted, so a
@@ -14,12 +16,14 @@ Told from the row alone, as the steps leave it (outcomes.py):
     success, cancelled, failed           done, cancelled, failed (+ errorCode)
 """
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
-from ..models import Generation, GenerationStatus
+from ..models import Generation, GenerationStatus, utcnow
 from ..words import count_of
+from . import places
 
 QUEUED = "queued"
 WAITING_FOR_UPSTREAM = "waiting_for_upstream_slot"
@@ -66,11 +70,14 @@ def kind_of(generation):
     }.get(status, FAILED)
 
 
-def images_ahead(generations):
-    """{generation id: waiting images of its batch before it} for the queued ones; one query,
-    and none when no batch image is queued (a single photo waits behind nothing)."""
+def images_ahead(generations, queue=None):
+    """{generation id: places.Ahead} for the queued ones: what starts before each under the
+    shares (places.py), its batch's images and others'. Two queries (each image's rank in its
+    batch, then the queue: places.queue_now), whatever the number of images; none when no batch
+    image is queued (a single photo waits behind nothing). `queue`: a callable answering the
+    places.Queue, when the caller shares one between the places and the eta."""
     queued = [g for g in generations if kind_of(g) == QUEUED]
-    ahead = {g.id: 0 for g in queued if g.batch_id is None}
+    ahead = {g.id: places.Ahead() for g in queued if g.batch_id is None}
     asked = [g.id for g in queued if g.batch_id is not None]
     if asked:
         waiting = aliased(Generation, name="waiting")
@@ -85,9 +92,35 @@ def images_ahead(generations):
             .correlate(Generation)
             .scalar_subquery()
         )
-        rows = db.session.execute(select(Generation.id, before).where(Generation.id.in_(asked)))
-        ahead.update(rows.all())
+        rows = db.session.execute(
+            select(Generation.id, Generation.batch_id, before).where(Generation.id.in_(asked))
+        ).all()
+        snapshot = (queue or default_queue)()
+        for generation_id, batch_id, rank in rows:
+            ahead[generation_id] = snapshot.ahead(batch_id, rank)
     return ahead
+
+
+def default_queue():
+    """The queue now, its starts counted over UPSTREAM_RATE_PERIOD (the pacer's window)."""
+    return places.queue_now(utcnow(), current_app.config["UPSTREAM_RATE_PERIOD"])
+
+
+def place_words(before):
+    """A queued image's message, from its places.Ahead."""
+    count = before.total
+    if not count:
+        return "Next in line: it starts as soon as there is room."
+    verb = "is" if count == 1 else "are"
+    if not before.yours and not before.others:
+        return f"Waiting for its turn: {count_of(count, 'image')} of this batch {verb} ahead of it."
+    if not before.others:
+        whose = "all yours"
+    elif not before.batch and not before.yours:
+        whose = "other people's"
+    else:
+        whose = "yours and other people's"
+    return f"Waiting for its turn: {count_of(count, 'image')} {verb} ahead of it ({whose})."
 
 
 def reason(generation, max_attempts, ahead, timestamp):
@@ -95,14 +128,9 @@ def reason(generation, max_attempts, ahead, timestamp):
     images_ahead's answer; `timestamp` formats a time as the answers do."""
     code = kind_of(generation)
     if code == QUEUED:
-        before = ahead.get(generation.id, 0)
-        message = (
-            f"Waiting for its turn: {count_of(before, 'image')} of this batch "
-            f"{'is' if before == 1 else 'are'} ahead of it."
-            if before
-            else "Next in line: it starts as soon as there is room."
-        )
-        return {"code": code, "message": message, "place": before + 1, "ahead": before}
+        before = ahead.get(generation.id) or places.Ahead()
+        total = before.total
+        return {"code": code, "message": place_words(before), "place": total + 1, "ahead": total}
     if code == WAITING_FOR_UPSTREAM:
         return {
             "code": code,

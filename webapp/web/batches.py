@@ -25,6 +25,7 @@ from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
 from ..generation.creation import TooManyInFlight
 from ..generation.deliveries import delivery_log
+from ..generation.eta import outlook as eta_outlook
 from ..generation.history import MAX_SEARCH, batches_of, history_filter
 from ..generation.ownership import owned_batch
 from ..generation.paging import BATCH_STATUSES
@@ -252,7 +253,7 @@ def grid_context(batch):
     generations = list(batch.generations)
     progress = Progress.of(generations)
     settled = batch.is_finished and progress.is_complete
-    ran = [g.finished_at for g in generations if g.status in RAN]
+    outlook = eta_outlook(batch, generations, utcnow())
     failed = [g for g in generations if g.status == GenerationStatus.FAILED]
     refused = sum(g.error_code in PROMPT_FAILURES for g in failed)
     return {
@@ -260,7 +261,10 @@ def grid_context(batch):
         "generations": generations,
         "progress": progress,
         "settled": settled,
-        "seconds_left": progress.seconds_left(batch.started_at, utcnow(), ran),
+        # The API's eta (generation/eta.py): the one estimate, and each queued image's place.
+        "eta": outlook.eta,
+        "seconds_left": outlook.eta.seconds if outlook.eta else None,
+        "places": outlook.places,
         "retry_id": retry_of(batch.id) if settled and progress.failed else None,
         "retry_cost": _retry_cost(batch, progress) if settled else None,
         # Refused for their content: the same prompt would be refused again, so these are
@@ -273,8 +277,6 @@ def grid_context(batch):
     }
 
 
-# The images that ran (their finishing times give the pace of the estimate).
-RAN = (GenerationStatus.SUCCESS, GenerationStatus.FAILED)
 # Failures a plain retry would meet again: the prompt or image has to change.
 PROMPT_FAILURES = frozenset({"content_policy"})
 
