@@ -174,6 +174,31 @@ def test_an_s3_outage_makes_a_claimed_image_retry_then_fail_refunded(
     assert client.ledger() == [("grant", 100), ("batch_debit", -3), ("refund", 3)]
 
 
+def test_the_reaper_recovers_work_while_the_bucket_is_out_of_reach(
+    tmp_path, s3_place, s3_prefix
+):
+    """A worker died holding an image during an outage: its lease is recovered and its lane
+    rung; only the storage's own sweeps (stale uploads, retention) wait for the next run."""
+    web = make_app(tmp_path, **s3_place.settings(s3_prefix))
+    client = ApiClient(web, *create_user(web))
+    batch_id = create_batch_id(client, 1)
+    claim = claim_next_image(web, batch_id)  # …and its worker is killed
+    cut_off = make_app(
+        tmp_path,
+        STORAGE_URL=s3_place.url(s3_prefix),
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        S3_MAX_ATTEMPTS=1,
+    )
+
+    report = _reap_at(cut_off, utcnow() + timedelta(seconds=web.config["LEASE_SECONDS"] + 1))
+
+    assert report.requeued == [claim.generation.id]
+    assert report.lanes == {batch_id: 1}
+    assert (report.partials, report.expired_inputs, report.expired_results) == (0, 0, 0)
+    [row] = generation_rows(web, batch_id)
+    assert row["status"] == "pending"
+
+
 def _created(client, count, **fields):
     response = client.post("/api/generate/batch", json=batch_body(count, **fields))
     assert response.status_code == 200, response.get_json()

@@ -10,6 +10,7 @@ Adding a sweep: a function that does one job in its own unit of work, called fro
 a field of its own in ReapReport (see docs/architecture.md).
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from sqlalchemy import func, select, update
 
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
+from ..storage import StorageUnavailable
 from .canary import expire_unanswered, hold_tried_batches
 from .claims import runnable
 from .deliveries import due_deliveries
@@ -24,6 +26,8 @@ from .idempotency_keys import purge_expired
 from .outcomes import fail_and_refund, fence, return_to_pending
 from .progress import finalize_batch, progress_of
 from .retention import sweep as sweep_retention
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,9 +69,12 @@ def reap(settings, stall_seconds, storage, now=None):
     stale = now - timedelta(seconds=stall_seconds)
     _restart_stalled_batches(stale, now, freed, report)
     report.photos = _stalled_photos(stale)
-    report.partials = storage.sweep_partials()
     report.expired_keys = purge_expired(now)
-    report.expired_inputs, report.expired_results = sweep_retention(storage, now)
+    try:  # the storage's sweeps wait out its outage; the recovery above and the rings go on
+        report.partials = storage.sweep_partials()
+        report.expired_inputs, report.expired_results = sweep_retention(storage, now)
+    except StorageUnavailable as error:
+        log.warning("reaper: the storage's sweeps wait for the next run: %s", error)
     report.webhooks = due_deliveries(now)
     return report
 
