@@ -233,3 +233,35 @@ def test_flask_check_prints_each_part_and_exits_1_naming_what_is_down(tmp_path):
     database_line = next(line for line in run.stdout.splitlines() if line.startswith("database"))
     assert "FAILED" in database_line and "Connection refused" in database_line
     assert run.stdout.splitlines()[-1] == "not ready: database"
+
+
+def test_readyz_goes_503_while_the_s3_server_is_stopped_and_200_when_it_is_back(
+    tmp_path, monkeypatch
+):
+    """A moto server of this test's own (the suite's shared one stays up), stopped and started
+    again on its port; moto forgets its buckets, so the bucket is made again, as a real
+    server would have kept it."""
+    from tests.s3 import MOTO_CREDENTIALS, MotoServer, S3Place
+
+    for name, setting in MOTO_CREDENTIALS.items():
+        monkeypatch.setenv(name, setting)
+    server = MotoServer(tmp_path / "moto.log").start()
+    try:
+        place = S3Place(server.endpoint_url, "readiness")
+        place.client.create_bucket(Bucket=place.bucket)
+        app = make_app(tmp_path, READY_TIMEOUT_SECONDS=1, **place.settings(place.new_prefix()))
+        # The first check also builds the process's boto3 client, which may take longer.
+        wait_for(_readyz_is(app, 200), timeout=30)
+        before = _ready(app)
+        server.stop()
+        status, body = _ready(app)
+        server.start()
+        place.client.create_bucket(Bucket=place.bucket)
+        wait_for(_readyz_is(app, 200), timeout=30)
+    finally:
+        server.stop()
+
+    assert before[0] == 200, before
+    assert status == 503, body
+    assert body["failed"] == ["storage"]
+    assert body["checks"]["storage"]["error"] in ("StorageUnavailable", "no answer within 1 s")
