@@ -19,6 +19,8 @@ import redis
 import requests
 
 from tests.consumers import PROJECT_ROOT, ConsumerProcess
+
+__all__ = ["BIN", "PROJECT_ROOT", "REDIS_SERVER", "Fleet", "RedisServer", "WebServer", "wait_until"]
 from tests.support import free_port
 
 BIN = Path(sys.executable).parent
