@@ -299,3 +299,36 @@ def test_users_list_shows_credits_batches_and_images_in_flight(app, api_client):
         ["1", "alice", str(alice_credits), "1", "2"],
         ["2", "bob", "5", "0", "0"],
     ]
+
+
+def _statements_of_an_audit(app):
+    """How many SQL statements one `ledger audit` sends."""
+    from sqlalchemy import event
+
+    sent = []
+
+    def count(*args):
+        sent.append(1)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert run(app, "ledger", "audit").exit_code == 0
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(sent)
+
+
+def test_the_audit_asks_as_many_queries_for_many_users_as_for_one(app, api_client):
+    """Grouped queries, never one per user or per batch: the count of statements does not grow
+    with the ledger (its speed is not timed here)."""
+    finished_batch_with_a_refund(app, api_client)
+    few = _statements_of_an_audit(app)
+    for name in ("bob", "carol", "dave"):
+        client = ApiClient(app, *create_user(app, name))
+        create_batch_id(client, count=2)
+        work_next_image(app, create_batch_id(client, count=1), REFUSED)
+    drain(app)
+
+    assert _statements_of_an_audit(app) == few
