@@ -174,6 +174,27 @@ def test_an_s3_outage_makes_a_claimed_image_retry_then_fail_refunded(
     assert client.ledger() == [("grant", 100), ("batch_debit", -3), ("refund", 3)]
 
 
+def test_a_batch_whose_inputs_cannot_reach_the_bucket_answers_503_and_charges_nothing(
+    tmp_path, database_url, s3_place, s3_prefix
+):
+    app = make_app(
+        tmp_path,
+        database_url,
+        STORAGE_URL=s3_place.url(s3_prefix),
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        S3_MAX_ATTEMPTS=1,
+    )
+    client = ApiClient(app, *create_user(app))
+
+    response = client.post("/api/generate/batch", json=batch_body(2))
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "image storage cannot be reached" in response.get_json()["error"]
+    assert client.ledger() == [("grant", 100)]
+    assert s3_place.keys(s3_prefix) == []
+
+
 def test_the_reaper_recovers_work_while_the_bucket_is_out_of_reach(
     tmp_path, s3_place, s3_prefix
 ):
