@@ -2,7 +2,9 @@
 # What the tests talk to, made ready by `make test` (and so by CI): Redis and PostgreSQL on
 # 127.0.0.1 are started when they are installed but stopped, and one line names whatever is
 # still missing (its tests skip, and fail under CI=true). Chromium is looked for, not installed:
-# .ci/run installs Debian's package; locally, `apt-get install chromium`.
+# .ci/run installs Debian's package; locally, `apt-get install chromium`. The S3 server of the
+# storage tests needs nothing here: the tests start moto's server mode (a dev dependency)
+# themselves, or use the MinIO that TEST_S3_URL and TEST_S3_ENDPOINT_URL name.
 set -uo pipefail
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
