@@ -183,3 +183,15 @@ def test_json_apps_built_again_keep_one_handler(tmp_path, root_logging):
 def test_an_unknown_log_format_is_refused_at_start(tmp_path):
     with pytest.raises(ValueError, match="LOG_FORMAT='xml' is not one of text, json"):
         make_app(tmp_path, LOG_FORMAT="xml")
+
+
+@pytest.mark.parametrize("hops, client", [(0, "127.0.0.1"), (1, "203.0.113.7")])
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_proxy(
+    tmp_path, capsys, root_logging, hops, client
+):
+    app = make_app(tmp_path, LOG_FORMAT="json", PROXY_HOPS=hops)
+    capsys.readouterr()
+
+    app.test_client().get("/login", headers={"X-Forwarded-For": "203.0.113.7"})
+
+    assert _json_lines(capsys.readouterr().err)[-1]["client"] == client
