@@ -187,5 +187,6 @@ def _wait(run, timeout, backend):
     if run.outcome is True:
         return Checked(run.part, True, seconds, backend=backend)
     error = run.outcome
-    detail = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
-    return Checked(run.part, False, seconds, type(error).__name__, detail.rstrip(": "), backend)
+    lines = str(error).strip().splitlines()
+    detail = type(error).__name__ + (f": {lines[0]}" if lines else "")
+    return Checked(run.part, False, seconds, type(error).__name__, detail, backend)

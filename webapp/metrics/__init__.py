@@ -156,7 +156,14 @@ def serve_for_consumer(config):
         return None
     host = config.get("METRICS_HOST") or "0.0.0.0"
     app = _guarded(make_wsgi_app(events_registry()), config.get("METRICS_TOKEN"))
-    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    try:
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    except OSError as error:
+        # The consumer's work matters more than its metrics: it runs on, and says so.
+        log.error(
+            "cannot serve metrics on %s:%s (%s); the consumer runs without", host, port, error
+        )
+        return None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     log.info("metrics on http://%s:%s/metrics", host, port)
     return server
