@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from tasks import get_queue
 from tests.consumers import ConsumerProcess, queue_name
+from tests.s3 import MotoServer, admin_client
 from tests.support import (
     ApiClient,
     batch_body,
@@ -172,6 +173,50 @@ def test_an_s3_outage_makes_a_claimed_image_retry_then_fail_refunded(
     assert "storage could not read the input image" in detail["results"][0]["error"]
     assert client.balance() == 100
     assert client.ledger() == [("grant", 100), ("batch_debit", -3), ("refund", 3)]
+
+
+@pytest.mark.e2e
+@pytest.mark.redis
+def test_a_consumer_whose_s3_server_stopped_fails_the_images_refunded_never_stuck(
+    tmp_path, redis_url, s3_place
+):
+    """moto's server of this test's own holds the inputs, then stops: a real consumer retries
+    each image and, its attempts spent, fails it and refunds it; the batch ends."""
+    server = MotoServer(tmp_path / "moto.log").start()
+    try:
+        admin_client(server.endpoint_url).create_bucket(Bucket="outage")
+        settings = {"STORAGE_URL": "s3://outage/media", "S3_ENDPOINT_URL": server.endpoint_url}
+        app = make_app(
+            tmp_path, HUEY_MEMORY=False, REDIS_URL=redis_url, HUEY_NAME=queue_name(), **settings
+        )
+        client = ApiClient(app, *create_user(app))
+        batch_id = create_batch_id(client, 2)
+    finally:
+        server.stop()
+    consumer = ConsumerProcess(
+        app,
+        tmp_path / "consumer.log",
+        **settings,
+        MAX_ATTEMPTS=2,
+        RETRY_BASE_SECONDS=0.2,
+        RETRY_CAP_SECONDS=0.5,
+        S3_MAX_ATTEMPTS=1,
+        S3_TIMEOUT_SECONDS=1,
+    )
+
+    with consumer.start(workers=2, periodic=False):
+        detail = wait_for(batch_finished(client, batch_id), timeout=120)
+        consumer.stop()
+
+    assert detail["status"] == "failed", consumer.log()
+    assert [row["error_code"] for row in generation_rows(app, batch_id)] == [
+        "storage_unavailable"
+    ] * 2
+    assert all(row["attempts"] == 2 for row in generation_rows(app, batch_id))
+    assert client.balance() == 100
+    assert sorted(client.ledger()) == sorted(
+        [("grant", 100), ("batch_debit", -6), ("refund", 3), ("refund", 3)]
+    )
 
 
 def test_a_batch_whose_inputs_cannot_reach_the_bucket_answers_503_and_charges_nothing(
