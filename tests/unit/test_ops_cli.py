@@ -13,6 +13,7 @@ from tests.support import (
     drain,
     free_port,
     make_app,
+    photo_body,
     work_next_image,
 )
 from webapp.extensions import db
@@ -46,12 +47,18 @@ def test_audit_passes_on_real_batches_with_refunds(app, api_client):
     cancelled = create_batch_id(api_client, count=2)
     assert run(app, "batches", "cancel", cancelled).exit_code == 0
     assert [kind for kind, _ in api_client.ledger()].count("refund") == 3
+    photo = api_client.post("/api/generate/photo", json=photo_body())
+    assert photo.status_code == 202
+    drain(app)
+    with app.app_context():
+        made = db.session.get(Generation, photo.get_json()["generationId"])
+        assert made.status == "success" and made.batch_id is None
 
     result = run(app, "ledger", "audit")
 
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines() == [
-        "Ledger audit passed: 1 users, 6 ledger rows, 2 batches, 5 images; every balance is "
+        "Ledger audit passed: 1 users, 7 ledger rows, 2 batches, 6 images; every balance is "
         "the sum of its ledger, one debit per batch and photo, one refund per failed or "
         "cancelled image, none for a success."
     ]
