@@ -56,25 +56,30 @@ def assert_for_people(result):
     assert reason["message"] and not JARGON.search(reason["message"]), reason
 
 
-def test_waiting_images_know_their_place_in_their_batch(app, api_client):
+def test_waiting_images_know_their_place_in_the_queue(app, api_client):
+    """The user's two batches share their turns (places.py): the older first, then by images
+    in flight."""
     batch_id, job_ids = create_batch_jobs(api_client, 3, concurrency=1)
     other_id = create_batch_id(api_client, 2)
 
     before = results(api_client, batch_id)
+    other_before = results(api_client, other_id)
     claim_next_image(app, batch_id)
     after = results(api_client, batch_id)
 
     assert [r["reason"]["code"] for r in before] == ["queued"] * 3
     places = [(r["reason"]["place"], r["reason"]["ahead"]) for r in before]
-    assert places == [(1, 0), (2, 1), (3, 2)]
+    assert places == [(1, 0), (3, 2), (5, 4)]
+    assert [r["reason"]["place"] for r in other_before] == [2, 4]
     assert [(r["attempts"], r["charged"], r["refunded"]) for r in before] == [(0, PRICE, 0)] * 3
     assert before[0]["reason"]["message"].startswith("Next in line")
-    assert "2 images of this batch are ahead" in before[2]["reason"]["message"]
+    assert "4 images are ahead of it (all yours)" in before[2]["reason"]["message"]
     assert [r["reason"]["code"] for r in after] == ["submitted", "queued", "queued"]
-    assert [r["reason"].get("place") for r in after] == [None, 1, 2]
+    # Its first image is in flight now: the other batch's next one goes first.
+    assert [r["reason"].get("place") for r in after] == [None, 2, 4]
     assert after[0]["attempts"] == 1
-    assert [r["reason"]["place"] for r in results(api_client, other_id)] == [1, 2]
-    for result in before + after:
+    assert [r["reason"]["place"] for r in results(api_client, other_id)] == [1, 3]
+    for result in before + after + other_before:
         assert_for_people(result)
 
 
@@ -95,23 +100,32 @@ def count_queries(app, url, client):
     return len(statements)
 
 
-def test_the_places_cost_one_query_and_only_when_an_image_is_queued(app, api_client):
+def test_the_places_and_the_eta_cost_a_few_queries_whatever_the_images(app, api_client):
+    """The places: each image's rank in its batch and the queue (two grouped queries); the eta
+    adds the batch (the status route only), the model's median and the images in flight. None
+    of them when nothing is queued; as many for 8 images as for 3."""
     finished_id, finished_jobs = create_batch_jobs(api_client, 3)
     drain(app)
     queued_id, queued_jobs = create_batch_jobs(api_client, 3)
     claim_next_image(app, queued_id)
+    more_id, more_jobs = create_batch_jobs(api_client, 8)
+    claim_next_image(app, more_id)
 
     def status_url(jobs):
         return f"/api/generate/batch?jobIds={','.join(jobs)}"
 
     finished = count_queries(app, status_url(finished_jobs), api_client)
     queued = count_queries(app, status_url(queued_jobs), api_client)
+    more = count_queries(app, status_url(more_jobs), api_client)
     mixed = count_queries(app, status_url(finished_jobs + queued_jobs), api_client)
 
-    assert queued == finished + 1 and mixed == finished + 1
-    assert count_queries(app, f"/api/generate/batch/{finished_id}", api_client) + 1 == (
-        count_queries(app, f"/api/generate/batch/{queued_id}", api_client)
-    )
+    # Places: ranks, the queue's batches, the users' starts; the eta: batch, median, in flight.
+    assert queued == more == finished + 6
+    assert mixed == finished + 3  # of no one batch: no eta
+    finished_detail = count_queries(app, f"/api/generate/batch/{finished_id}", api_client)
+    assert count_queries(app, f"/api/generate/batch/{queued_id}", api_client) == (
+        count_queries(app, f"/api/generate/batch/{more_id}", api_client)
+    ) == finished_detail + 4  # the detail has its batch and its images in flight already
 
 
 def test_a_finished_image_is_done_and_charged(app, api_client):

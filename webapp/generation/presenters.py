@@ -1,11 +1,15 @@
 """JSON shapes of the API answers (the contract in docs/api.md)."""
 
+import functools
+
 from flask import current_app
 
-from ..models import Generation, GenerationStatus
+from ..extensions import db
+from ..models import Batch, Generation, GenerationStatus, utcnow
 from ..storage.views import signed_url, url_signer
 from ..words import count_of
 from . import paging, reasons, retention
+from .eta import estimates
 from .progress import Progress
 
 # All that an entry of `results` reads. The status route selects just these, as plain rows:
@@ -24,6 +28,8 @@ RESULT_COLUMNS = (
     Generation.result_deleted_at,
 )
 REFUNDED_STATUSES = (GenerationStatus.FAILED, GenerationStatus.CANCELLED)
+# "Not given: ask": an eta of None is an answer (null).
+ASK = object()
 
 
 def timestamp(value):
@@ -79,17 +85,38 @@ def summary_of(progress):
     }
 
 
-def results_payload(batch_id, generations):
-    """The GET /api/generate/batch answer."""
+def results_payload(batch_id, generations, eta=ASK, queue=None):
+    """The GET /api/generate/batch answer.
+
+    `eta`: the batch's, as batch_eta answers it (asked here when not given: null when the ids
+    are of no one batch or every listed image is finished); `queue`: a shared_queue()."""
     signed = url_signer()
-    ahead = reasons.images_ahead(generations)
+    queue = queue or shared_queue()
+    ahead = reasons.images_ahead(generations, queue)
     finished = GenerationStatus.TERMINAL
+    complete = all(generation.status in finished for generation in generations)
+    if eta is ASK:
+        batch = db.session.get(Batch, batch_id) if batch_id and not complete else None
+        eta = batch_eta(batch, queue) if batch else None
     return {
         "batchId": batch_id,
         "results": [generation_result(generation, signed, ahead) for generation in generations],
         "summary": summary(generations),
-        "isComplete": all(generation.status in finished for generation in generations),
+        "isComplete": complete,
+        "eta": eta,
     }
+
+
+def shared_queue():
+    """The queue (places.queue_now), read once when first asked: an answer's places and its
+    eta share it."""
+    return functools.cache(reasons.default_queue)
+
+
+def batch_eta(batch, queue=None, running=None):
+    """The batch's `eta` as the answers carry it: {seconds, at} or None."""
+    found = estimates([batch], queue or shared_queue(), utcnow(), running)[batch.id]
+    return found.to_json(timestamp) if found else None
 
 
 def batch_created(batch, generations):
@@ -121,8 +148,9 @@ def _approve_by(batch):
     return deadline(batch, current_app.config["CANARY_APPROVAL_HOURS"])
 
 
-def batch_fields(batch):
-    """A batch's own fields, alike in its detail and in the list of batches."""
+def batch_fields(batch, eta=ASK):
+    """A batch's own fields, alike in its detail and in the list of batches. `eta` as
+    batch_eta answers it (asked here when not given)."""
     return {
         "batchId": batch.id,
         "status": batch.status,
@@ -149,20 +177,34 @@ def batch_fields(batch):
         "awaitingSince": timestamp(batch.awaiting_since),
         "approveBy": timestamp(_approve_by(batch)),
         "approvedAt": timestamp(batch.approved_at),
+        # When the batch is expected to be done (eta.py): null when finished, held or unknown.
+        "eta": batch_eta(batch) if eta is ASK else eta,
     }
 
 
 def batch_detail(batch, generations):
     """The GET /api/generate/batch/<id> answer: the batch's fields plus its results."""
-    return {**results_payload(batch.id, generations), **batch_fields(batch)}
+    queue = shared_queue()
+    running = {batch.id: [g.started_at for g in generations
+                          if g.status == GenerationStatus.PROCESSING]}
+    expected = batch_eta(batch, queue, running)
+    return {
+        **results_payload(batch.id, generations, expected, queue),
+        **batch_fields(batch, expected),
+    }
 
 
 def batch_list(page):
     """The GET /api/batches answer for a history.BatchPage."""
     last = page.batches[-1] if page.has_more else None
+    found = estimates(page.batches, shared_queue(), utcnow())
+    expected = {key: value.to_json(timestamp) if value else None for key, value in found.items()}
     return {
         "batches": [
-            {**batch_fields(batch), "summary": summary_of(page.progress[batch.id])}
+            {
+                **batch_fields(batch, expected[batch.id]),
+                "summary": summary_of(page.progress[batch.id]),
+            }
             for batch in page.batches
         ],
         "nextCursor": paging.batch_cursor(last) if last else None,
