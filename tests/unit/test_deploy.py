@@ -105,11 +105,13 @@ def test_the_env_example_parses_into_settings():
     assert settings["STORAGE_URL"] == "s3://batchgen/media"
 
 
-def test_the_commands_the_recipe_runs_exist(compose, tmp_path):
+def test_the_commands_the_recipe_runs_exist(compose, tmp_path, monkeypatch):
     from tests.support import make_app
 
     for name in ("gunicorn", "huey_consumer", "flask"):
         assert (BIN / name).exists(), name
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))  # nothing written to ours
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
     app = runpy.run_path(str(ROOT / "app.py"))
     assert callable(app["app"]) and hasattr(app["huey"], "create_consumer")
     built = make_app(tmp_path)
