@@ -5,8 +5,11 @@ and refunds the rest, each exactly once. The batch is charged once, at creation.
 import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 from sqlalchemy import select
 
 from tasks import get_queue
@@ -31,6 +34,7 @@ from webapp.models import Batch, LedgerEntry, WebhookDelivery, utcnow
 from webapp.providers import Failed
 from webapp.storage import get_storage
 
+OPENAPI = Path(__file__).resolve().parents[2] / "webapp" / "api" / "openapi.yaml"
 PRICE = 3  # flux-2 at 1k
 FAILING_WIDTH = 71  # an input this wide makes the local engine fail (permanently)
 
@@ -266,6 +270,9 @@ def test_awaiting_approval_is_announced_through_the_webhook_outbox(app, api_clie
     assert body["type"] == "batch.awaiting_approval"
     assert body["data"]["status"] == "awaiting_approval"
     assert body["data"]["summary"]["completed"] == 1 and body["data"]["summary"]["pending"] == 2
+    document = yaml.safe_load(OPENAPI.read_text())
+    event = jsonschema.Draft202012Validator({**document, "$ref": "#/components/schemas/BatchEvent"})
+    assert [error.message for error in event.iter_errors(body)] == []
 
 
 def test_only_the_owner_may_decide_and_only_once_it_awaits(app, api_client):
