@@ -37,6 +37,12 @@ def create_app(config=None, instance_path=None):
         # Kept in instance/, so a restart keeps sessions and signed links valid.
         app.config["SECRET_KEY"] = settings.instance_secret(app.instance_path)
 
+    if app.config["PROXY_HOPS"]:  # behind nginx (deploy/): trust its X-Forwarded-For/-Proto
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+
     # "/api/generate/batch//cancel" is a 404 answered in JSON, not a redirect to another URL.
     app.url_map.merge_slashes = False
     db.init_app(app)

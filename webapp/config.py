@@ -73,6 +73,7 @@ ENVIRONMENT = {
     "INPUT_RETENTION_HOURS": ("INPUT_RETENTION_HOURS", float),
     "LOG_FORMAT": ("LOG_FORMAT", str.lower),
     "LOG_LEVEL": ("LOG_LEVEL", str.upper),
+    "PROXY_HOPS": ("PROXY_HOPS", int),
     "READY_TIMEOUT_SECONDS": ("READY_TIMEOUT_SECONDS", float),
     "METRICS_TOKEN": ("METRICS_TOKEN", str),
     "METRICS_PORT": ("METRICS_PORT", int),
@@ -179,6 +180,9 @@ def defaults(instance_path):
         # LOG_LEVEL and above.
         "LOG_FORMAT": "text",
         "LOG_LEVEL": "INFO",
+        # Reverse proxies in front (deploy/: nginx, 1): the client's address (the sign-in
+        # limits) and scheme are read from that many X-Forwarded-For / -Proto hops. 0: none.
+        "PROXY_HOPS": 0,
         # /readyz and `flask check` (webapp/health.py): how long each part (database, queue,
         # storage) may take to answer before it counts as down; the state metrics read through
         # the same timed connections.
