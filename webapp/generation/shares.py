@@ -16,27 +16,29 @@ model, counted from the database alone so that every consumer agrees:
 2. within the user, their batch with the fewest images in flight; ties: the oldest batch;
 3. within the batch, by position (`claims.claim_for_batch`).
 
-The order is a hint and the claim stays the fence: `claim_for_batch` checks the batch's
-status, its concurrency and the user's cap again inside its compare-and-set UPDATE, under the
-batch row's and the user row's locks, so two consumers that picked the same batch at once
-never claim the same image or go over a bound; the one that lost tries the next batch in order.
+Turns are picked one at a time (a transaction-scoped lock, held until the claim commits), so
+lanes woken together by the same free slots do not all read the same counts and pick the same
+user. The claim stays the fence: `claim_for_batch` checks the batch's status, its concurrency
+and the user's cap again inside its compare-and-set UPDATE, under the batch row's and the user
+row's locks, so nothing is claimed twice or over a bound.
 
-What it costs: one query per turn, on the active batches only (`ix_batches_status`), each
-counted through an index (`ix_generations_batch_status` for the batch's own images,
-`ix_generations_user_status_started`, migration 0007, for the user's in flight and started).
+What it costs: the lock and one query per turn, on the active batches only
+(`ix_batches_status`), each counted through an index (`ix_generations_batch_status` for the
+batch's own images, `ix_generations_user_status_started`, migration 0007, for the user's in
+flight and started).
 """
 
 from datetime import timedelta
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import exists, false, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
-from .claims import runnable
+from .claims import claim_for_batch, runnable
 
-# How many batches of the order one turn tries before it gives up: the first unless another
-# consumer filled its slot meanwhile.
+# How many picks one turn makes before it gives up: one, unless a cancel or a pause of the
+# batch picked came between the pick and the claim.
 TRIES = 3
 # Statuses of an image that was started and not put back in line.
 STARTED = tuple(status for status in GenerationStatus.ALL if status != GenerationStatus.PENDING)
@@ -101,13 +103,54 @@ def _batches(now, since):
             user_started,
         ).where(Batch.status.in_(BatchStatus.ACTIVE), _claimable_image(now))
     ).all()
-    db.session.rollback()  # a read: end it before the claim
     return rows
 
 
+def claim_next(settings, token=None):
+    """Claim the image the share model says is next, under `token`; None if there is none.
+
+    Turns are picked one at a time (_lock_turns, until the claim commits): lanes that all
+    woke to the same free slots would otherwise read the same counts and all pick the same
+    user. The claim itself is claims.claim_for_batch, the fence; should it find nothing (a
+    cancel or a pause came first), the next pick is made afresh.
+    """
+    for _ in range(TRIES):
+        _lock_turns()
+        order = _order(settings, utcnow())
+        if not order:
+            db.session.rollback()
+            return None
+        claim = claim_for_batch(order[0], settings, token)
+        if claim is not None:
+            return claim
+    return None
+
+
+def _lock_turns():
+    """Make this transaction the only one picking a turn until it ends: PostgreSQL's advisory
+    lock of this schema (taken before any row lock, and by nothing that holds one), SQLite's
+    write lock (an UPDATE takes it even when it changes nothing)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        key = func.hashtext(func.concat("batchgen turns ", func.current_schema()))
+        db.session.execute(select(func.pg_advisory_xact_lock(key)))
+    else:
+        db.session.execute(
+            update(Batch)
+            .where(false())
+            .values(id=Batch.id)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def turn_order(settings, now=None):
-    """The ids of the batches a lane's turn should claim in, best first (the share model)."""
-    now = now or utcnow()
+    """The ids of the batches a lane's turn would claim in, best first (the share model); a
+    read, ended before it answers."""
+    order = _order(settings, now or utcnow())
+    db.session.rollback()
+    return order
+
+
+def _order(settings, now):
     since = now - timedelta(seconds=settings.share_window_seconds)
     cap = settings.user_max_concurrency
     users = {}  # user id → [started in the window, oldest open batch, its open batches]

@@ -28,7 +28,7 @@ from ..providers import (
 )
 from ..storage import StorageUnavailable
 from ..words import count_of
-from .claims import Claim, claim_for_batch, claim_generation, new_token
+from .claims import Claim, claim_generation, new_token
 from .outcomes import (
     fail_and_refund,
     fenced_update,
@@ -38,7 +38,7 @@ from .outcomes import (
     storage_failure,
 )
 from .progress import finalize_batch
-from .shares import TRIES, turn_order
+from .shares import claim_next
 
 log = logging.getLogger(__name__)
 
@@ -217,13 +217,14 @@ def lane_step(batch_id, provider, storage, settings):
 
 
 def _claim_fair_share(settings):
-    """Claim in the batch the share model puts first; the next ones if another consumer took
-    the slot meanwhile (the claim is the fence). None if nothing could be claimed."""
-    for batch_id in turn_order(settings)[:TRIES]:
-        claim = _claim(claim_for_batch, batch_id, Generation.batch_id == batch_id, settings)
-        if claim is not None:
-            return claim
-    return None
+    """Claim the image the share model says is next (None if there is none); its row is
+    found among those processing if the worker is interrupted mid-claim."""
+    processing = Generation.status == GenerationStatus.PROCESSING
+    return _claim(_claim_next, None, processing, settings)
+
+
+def _claim_next(_, settings, token):
+    return claim_next(settings, token)
 
 
 def photo_step(generation_id, provider, storage, settings):
