@@ -114,6 +114,7 @@ def test_a_presigned_link_is_fetched_with_plain_requests(storage):
     assert response.status_code == 200
     assert response.content == PNG
     assert response.headers["Content-Type"] == "image/png"
+    assert response.headers["Cache-Control"] == "private, max-age=300"  # as /media answers
     storage.delete(KEY)
     assert requests.get(storage.link_signer(3600)(KEY), timeout=10).status_code == 404
 

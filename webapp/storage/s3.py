@@ -37,6 +37,9 @@ LINK_STYLES = ("presigned", "proxy")
 MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 # What a failing call can raise: botocore's errors, the service's answers, and the transport's.
 FAILURES = (BotoCoreError, ClientError, HTTPError, OSError)
+# What a presigned GET answers with, as /media does: a link lasts a period, so browsers may keep
+# the image a few minutes (and a page polling every few seconds fetches it once).
+CACHE_CONTROL = "private, max-age=300"
 CHECK_KEY = ".check"  # the readiness probe's object, under the prefix (never a storage key)
 
 
@@ -145,7 +148,10 @@ class S3Storage:
     def save(self, key, data):
         name = self.object_key(key)
         data = bytes(data)
-        extra = {"ContentType": mimetypes.guess_type(key)[0] or "application/octet-stream"}
+        extra = {
+            "ContentType": mimetypes.guess_type(key)[0] or "application/octet-stream",
+            "CacheControl": CACHE_CONTROL,
+        }
         try:
             if len(data) <= self.multipart_threshold:
                 self.client().put_object(Bucket=self.bucket, Key=name, Body=data, **extra)
