@@ -27,6 +27,7 @@ BENCHMARKS = {
     "status": "bench.status",
     "queue": "bench.queue",
     "makespan": "bench.makespan",
+    "eta": "bench.eta",
     "scaleout": "bench.scaleout",
 }
 
