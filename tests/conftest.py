@@ -112,11 +112,14 @@ def s3_place():
     saved = {name: os.environ.get(name) for name in MOTO_CREDENTIALS}
     for name, value in MOTO_CREDENTIALS.items():
         os.environ.setdefault(name, value)  # the app's and its consumers' boto3 chain finds them
-    server = MotoServer()
-    try:
-        server.start()
-    except RuntimeError as error:
-        pytest.fail(f"could not start moto's S3 server: {error}")
+    for attempt in range(3):  # a free port may be taken by another process meanwhile
+        server = MotoServer()
+        try:
+            server.start()
+            break
+        except RuntimeError as error:
+            if attempt == 2:
+                pytest.fail(f"could not start moto's S3 server: {error}")
     try:
         place = S3Place(server.endpoint_url, "batchgen-tests")
         place.client.create_bucket(Bucket=place.bucket)
