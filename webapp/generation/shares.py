@@ -10,9 +10,10 @@ model, counted from the database alone so that every consumer agrees:
 1. the user: among those with a claimable image (pending and past its backoff, in a queued or
    running batch with a free slot, allowed by its canary) and fewer than USER_MAX_CONCURRENCY
    images in flight over all their batches, the one with the fewest images started within
-   the pacer's window (`generations.started_at`; an image put back in line since, such as one
-   the pacer turned away, is not counted); ties: the user whose oldest claimable image (its
-   batch's creation) is oldest, then the lower user id;
+   the pacer's window (`generations.started_at`, single photos too, since they take the same
+   pace; an image put back in line since, such as one the pacer turned away, is not counted;
+   generation/places.py counts the same way); ties: the user whose oldest claimable image
+   (its batch's creation) is oldest, then the lower user id;
 2. within the user, their batch with the fewest images in flight; ties: the oldest batch;
 3. within the batch, by position (`claims.claim_for_batch`).
 
