@@ -104,8 +104,8 @@ def test_gunicorn_with_the_deploy_config_logs_json_with_the_request_id(tmp_path)
 
         def answering():
             try:
-                return requests.get(f"{base}/login", timeout=2)
-            except requests.ConnectionError:
+                return requests.get(f"{base}/login", timeout=5)
+            except requests.RequestException:  # not listening yet, or its worker still booting
                 assert server.poll() is None, log_path.read_text()
                 return None
 
