@@ -5,8 +5,8 @@
 read through the same timed connections. Nothing here waits long on a part that is down:
 
 - the database is reached through an engine of its own, without a pool, whose connections
-  give up after the timeout (libpq's connect_timeout and statement_timeout, SQLite's busy
-  timeout), so an exhausted or hung pool of the app never holds a probe;
+  give up after the timeout (libpq's connect_timeout, a transaction-local statement_timeout,
+  SQLite's busy timeout), so an exhausted or hung pool of the app never holds a probe;
 - Redis through a client whose sockets time out;
 - and each check runs in a thread that is waited for until the deadline only: a part that
   hangs beyond every timeout (a stuck NFS mount) answers "no answer within N s". A check still
@@ -19,10 +19,11 @@ Beside the layers: it is used by the composition root's health and metrics rooms
 import math
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
 from .extensions import db
@@ -69,10 +70,6 @@ def database_engine(app):
             url = db.engine.url
         connect_args = {}
         if url.get_backend_name() == "postgresql":
-            milliseconds = max(1, int(timeout * 1000))
-            options = url.query.get("options") or ""
-            options = f"{options} -c statement_timeout={milliseconds}".strip()
-            url = url.update_query_dict({"options": options})
             # libpq counts whole seconds (and treats less than 2 as 2).
             connect_args["connect_timeout"] = max(2, math.ceil(timeout))
         elif url.get_backend_name() == "sqlite":
@@ -80,6 +77,19 @@ def database_engine(app):
         return create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
     return _cached(app, "database", build)
+
+
+@contextmanager
+def database_connection(app):
+    """A new connection of `database_engine`; on PostgreSQL its transaction's statements give
+    up after the timeout (set_config, local to the transaction: nothing of it outlives the
+    connection, behind a PgBouncer too)."""
+    engine = database_engine(app)
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            milliseconds = str(max(1, int(timeout_of(app) * 1000)))
+            connection.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+        yield connection
 
 
 def redis_client(app):
@@ -120,7 +130,7 @@ def queue_backend(app):
 
 
 def check_database(app):
-    with database_engine(app).connect() as connection:
+    with database_connection(app) as connection:
         connection.execute(text("SELECT 1"))
 
 

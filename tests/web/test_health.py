@@ -265,3 +265,22 @@ def test_readyz_goes_503_while_the_s3_server_is_stopped_and_200_when_it_is_back(
     assert status == 503, body
     assert body["failed"] == ["storage"]
     assert body["checks"]["storage"]["error"] in ("StorageUnavailable", "no answer within 1 s")
+
+
+def test_on_postgresql_a_probes_statement_gives_up_after_the_timeout(pg_url, tmp_path):
+    """A server that takes the query and sits on it (a lock, a stuck backend) cancels it itself
+    once READY_TIMEOUT_SECONDS have passed, so the probe's connection is not left behind."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from webapp import probes
+
+    app = make_app(tmp_path, pg_url, READY_TIMEOUT_SECONDS=1)
+    with probes.database_connection(app) as connection:
+        setting = connection.execute(text("SHOW statement_timeout")).scalar()
+        with pytest.raises(OperationalError, match="statement timeout"):
+            connection.execute(text("SELECT pg_sleep(10)"))
+    with probes.database_connection(app) as connection:  # a new one, as every probe's
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+
+    assert setting == "1s"

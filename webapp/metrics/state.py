@@ -57,8 +57,7 @@ class StateCollector:
         yield up
 
     def _database(self):
-        engine = probes.database_engine(self.app)
-        with engine.connect() as connection:
+        with probes.database_connection(self.app) as connection:
             generations = connection.execute(
                 select(Generation.status, Generation.model, func.count()).group_by(
                     Generation.status, Generation.model
