@@ -93,9 +93,10 @@ def database_connection(app):
 
 
 def redis_client(app):
-    """A Redis client on REDIS_URL whose sockets time out (None without REDIS_URL)."""
+    """A Redis client on the queue's REDIS_URL whose sockets time out (None when the queue is
+    not on Redis)."""
     url = app.config["REDIS_URL"]
-    if not url:
+    if not url or queue_backend(app) != "redis":
         return None
     timeout = timeout_of(app)
     return _cached(
