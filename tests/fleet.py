@@ -114,6 +114,7 @@ class WebServer:
             "-w", str(self.workers),
             "--threads", str(self.threads),
             "--timeout", "120",
+            "--graceful-timeout", "5",
             "-b", f"127.0.0.1:{self.port}",
             "app:app",
         ]
@@ -162,11 +163,18 @@ class WebServer:
     def stop(self):
         """SIGTERM to the master (SIGINT to the whole group can leave a gthread worker stuck
         at exit); the group is killed if it is still up after 20 s."""
-        if self.process is None or self.process.poll() is not None:
+        self.terminate()
+        self.wait()
+
+    def terminate(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def wait(self, timeout=20):
+        if self.process is None:
             return
-        self.process.terminate()
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
@@ -206,16 +214,34 @@ class Fleet:
         self.consumers.append(consumer)
         return consumer
 
-    def stop(self):
-        """Consumers first (SIGINT: they hand back what they hold), then the web servers."""
-        for consumer in self.consumers:
-            with contextlib.suppress(Exception):
-                consumer.stop(signal.SIGINT, timeout=20)
-        for consumer in self.consumers:
-            if consumer.process is not None and consumer.process.poll() is None:
+    def wait_started(self, consumer, timeout=90):
+        """Wait until the consumer's process says it has started its workers."""
+        said = f"PID {consumer.process.pid} "
+
+        def started():
+            if consumer.process.poll() is not None:
+                raise AssertionError(f"the consumer exited; see {consumer.log_path}")
+            return said in Path(consumer.log_path).read_text(errors="replace")
+
+        wait_until(started, timeout, f"the consumer {consumer.process.pid} to start", 0.1)
+
+    def stop(self, timeout=20):
+        """Every process at once: SIGINT to the consumers (they hand back what they hold),
+        SIGTERM to the web servers; whatever is still up after `timeout` is killed."""
+        running = [c for c in self.consumers if c.process and c.process.poll() is None]
+        for consumer in running:
+            with contextlib.suppress(ProcessLookupError):
+                consumer.process.send_signal(signal.SIGINT)
+        for server in self.webs:
+            server.terminate()
+        deadline = time.monotonic() + timeout
+        for consumer in running:
+            try:
+                consumer.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 consumer.kill_9()
         for server in self.webs:
-            server.stop()
+            server.wait(timeout=max(0.1, deadline - time.monotonic()))
 
     def logs(self):
         """Every process's log, by file name."""

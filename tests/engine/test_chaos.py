@@ -180,6 +180,7 @@ def _kill(kind, fleet, redis_server, creator, rng):
         consumer.kill_9()
         time.sleep(rng.uniform(0.0, 1.0))
         consumer.start("thread", workers=4)
+        fleet.wait_started(consumer)
         return f"consumer {number + 1} (pid {consumer.process.pid} now)"
     if kind == "web":
         # At a create in flight when there is one: its answer may be lost, and it is retried.
@@ -229,6 +230,7 @@ def test_the_fleet_loses_nothing_and_pays_once_through_ten_random_kills(
     order = plan.sample(KILLS, len(KILLS))
     gaps = [plan.uniform(2.0, 4.5) for _ in order]
 
+    clock = time.monotonic()
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(HARD_TIMEOUT_SECONDS)
     redis_server = RedisServer(tmp_path).start()
@@ -260,7 +262,10 @@ def test_the_fleet_loses_nothing_and_pays_once_through_ten_random_kills(
             server.start()
         for number in range(3):
             fleet.consumer(f"consumer-{number + 1}").start("thread", workers=4)
+        for consumer in fleet.consumers:
+            fleet.wait_started(consumer)
         creator = Creator(webs, users, random.Random(seed + 2))
+        print(f"the fleet is up after {time.monotonic() - clock:.1f} s")
 
         began = time.monotonic()
         started_at = utcnow()
@@ -272,11 +277,13 @@ def test_the_fleet_loses_nothing_and_pays_once_through_ten_random_kills(
                 creator.start(len(creator.threads), offset)
             time.sleep(gap)
             at, at_clock = utcnow(), time.monotonic()
-            in_flight = {row.id for row in _rows(app) if row.status == GenerationStatus.PROCESSING}
+            now = _rows(app)
+            in_flight = {row.id for row in now if row.status == GenerationStatus.PROCESSING}
+            waiting = sum(row.status == GenerationStatus.PENDING for row in now)
             what = _kill(kind, fleet, redis_server, creator, chance)
             faults.append(
                 {"n": round_number + 1, "kind": kind, "what": what, "at": at,
-                 "offset": at_clock - began, "in_flight": in_flight,
+                 "offset": at_clock - began, "in_flight": in_flight, "waiting": waiting,
                  "back_at": utcnow()}
             )
             print(f"fault {round_number + 1} at {at_clock - began:5.1f} s: {what}")
@@ -307,9 +314,11 @@ def test_the_fleet_loses_nothing_and_pays_once_through_ten_random_kills(
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+        stopping = time.monotonic()
         fleet.stop()
         redis_server.kill_9()
         stub.stop()
+        print(f"the fleet stopped in {time.monotonic() - stopping:.1f} s")
 
     rows = _rows(app)
     generation_ids = {row.id for row in rows}
@@ -423,15 +432,24 @@ def _figures(seed, faults, rows, tasks, creator, makespan, started_at, logs, stu
         lasted = (fault["back_at"] - fault["at"]).total_seconds()
         ends = [by_id[g].finished_at for g in fault["in_flight"] if by_id[g].finished_at]
         cleared = (max(ends) - fault["at"]).total_seconds() if ends else 0.0
+        idle = not fault["in_flight"] and not fault["waiting"]
+        if idle:  # nothing to recover: it says nothing of recovery
+            lines.append(
+                f"  {fault['n']:2}. {fault['offset']:5.1f} s {fault['kind']:8} {fault['what']}; "
+                f"replaced or back after {lasted:.1f} s; no image was waiting or processing"
+            )
+            continue
         resumes[fault["kind"]].append(resumed)
         clears[fault["kind"]].append(cleared)
         lines.append(
             f"  {fault['n']:2}. {fault['offset']:5.1f} s {fault['kind']:8} {fault['what']}; "
             f"replaced or back after {lasted:.1f} s; progress resumed (next image done) after "
             f"{resumed:.1f} s; the {len(fault['in_flight'])} images processing at the fault all "
-            f"done after {cleared:.1f} s"
+            f"done after {cleared:.1f} s ({fault['waiting']} waiting)"
         )
     for kind in kinds:
+        if not resumes[kind]:
+            continue
         lines.append(
             f"recovery after {kind} faults: progress resumed within {_spread(resumes[kind])}; "
             f"the images processing at the fault done within {_spread(clears[kind])}"
