@@ -298,3 +298,21 @@ def test_only_the_owner_may_decide_and_only_once_it_awaits(app, api_client):
         assert answer.get_json()["error"] == f"Batch not found: {batch_id}"
     assert _detail(api_client, batch_id)["status"] == "awaiting_approval"
     assert api_client.balance() == 100 - 5 * PRICE
+
+
+def test_approve_and_reject_are_limited_at_the_pace_of_creates(tmp_path, database_url):
+    app = make_app(
+        tmp_path, database_url, RATE_LIMITS_ENABLED=True, CREATE_RATE_LIMIT="3 per minute"
+    )
+    client = ApiClient(app, *create_user(app))
+    batch_id = create_batch_id(client, 3, canary=1)
+    drain(app)
+
+    approvals = [client.post(f"/api/generate/batch/{batch_id}/approve") for _ in range(4)]
+    rejects = [client.post(f"/api/generate/batch/{batch_id}/reject") for _ in range(4)]
+
+    assert [answer.status_code for answer in approvals] == [200, 200, 200, 429]
+    assert [answer.status_code for answer in rejects] == [409, 409, 409, 429]  # approved
+    for answer in (approvals[3], rejects[3]):
+        assert answer.get_json()["error"].startswith("Too many requests")
+        assert int(answer.headers["Retry-After"]) > 0
