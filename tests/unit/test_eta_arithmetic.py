@@ -5,7 +5,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from webapp.generation.eta import MAX_SIMULATED_CREATES, Window, seconds_left
+from webapp.generation.eta import (
+    MAX_SIMULATED_CREATES,
+    Latency,
+    Window,
+    seconds_left,
+    slot_gap,
+)
 from webapp.generation.places import Ahead, Queue, Waiting
 
 T0 = datetime(2026, 12, 2, 8, 0, 0)
@@ -48,6 +54,40 @@ def test_the_pacer_bounds_the_time_when_its_window_is_full():
     assert seconds_left(4.0, 2, [], [0, 2], Window(1, 10.0)) == pytest.approx(24.0)
     # The same images unpaced: both at once.
     assert seconds_left(4.0, 2, [], [0, 2]) == pytest.approx(4.0)
+
+
+def test_the_last_of_several_images_ends_later_than_one_would():
+    spread = Latency((2.0, 4.0, 6.0))
+    # One image: its mean. Two at once: the slower of two draws, E[max] = (2 + 4·3 + 6·5) / 9.
+    assert spread.last_end([(0.0, None)]) == pytest.approx(4.0)
+    assert spread.last_end([(0.0, None), (0.0, None)]) == pytest.approx(44 / 9)
+    # In flight for 3 s: it is one of the 4 s or 6 s ones, so 1 or 3 s are left.
+    assert spread.left_after(3.0) == pytest.approx(2.0)
+    assert spread.last_end([(0.0, 3.0)]) == pytest.approx(2.0)
+    # Longer than any sample: it ends now, as far as anyone knows.
+    assert spread.last_end([(0.0, 9.0)]) == 0.0
+    # The same samples everywhere: no spread, the plain arithmetic.
+    assert Latency((5.0,) * 3).last_end([(1.0, None), (2.0, None)]) == pytest.approx(7.0)
+
+
+def test_the_spread_and_the_gap_between_images_lengthen_the_batch():
+    # 4 images, 2 slots, 2 to 6 s each: the last two end at 4 s + the slower of two draws.
+    assert seconds_left(Latency((2.0, 4.0, 6.0)), 2, [], [0, 1, 2, 3]) == pytest.approx(
+        4.0 + 44 / 9
+    )
+    # Half a second between an image's end and the next claim in its slot.
+    assert seconds_left(4.0, 1, [], [0, 1, 2], gap=0.5) == pytest.approx(13.0)
+
+
+def test_the_gap_is_what_a_slot_waited_after_an_image_ended():
+    at = [T0 + timedelta(seconds=second) for second in range(20)]
+    # One slot: each image started 1 s after the previous ended (except a 5 s wait the pacer
+    # made, which the lower quartile sets aside).
+    starts = [at[0], at[3], at[6], at[13]]
+    ends = [at[2], at[5], at[8]]
+    assert slot_gap(starts, ends, 1) == pytest.approx(1.0)
+    assert slot_gap(starts[:2], [], 1) == 0.0  # no image ended: nothing seen yet
+    assert slot_gap(starts[:2], ends, 2) == 0.0  # both started at once
 
 
 def test_two_users_queued_images_interleave_round_robin_the_older_first():

@@ -24,7 +24,7 @@ from tests.support import (
 )
 from webapp.catalog import load_catalog
 from webapp.extensions import db
-from webapp.models import Batch, Generation, utcnow
+from webapp.models import Batch, Generation
 from webapp.providers import Failed
 from webapp.providers.kie.codes import refusal
 
@@ -117,19 +117,20 @@ def test_the_progress_counts_and_estimates_the_time_left(app, alice, browser):
     before = browser.get(f"/batches/{batch_id}").get_data(as_text=True)
     work_next_image(app, batch_id)
     work_next_image(app, batch_id, REFUSED)
-    with app.app_context():  # the model's image took 15 s: 2 left, one at a time
-        done = db.session.scalar(
-            select(Generation).where(
-                Generation.batch_id == batch_id, Generation.status == "success"
-            )
+    with app.app_context():  # the model's image took 15 s, up to the next one's start: 2 left
+        done, failed = db.session.scalars(
+            select(Generation)
+            .where(Generation.batch_id == batch_id, Generation.status != "pending")
+            .order_by(Generation.position)
         )
-        now = utcnow()
-        done.started_at, done.finished_at = now - timedelta(seconds=20), now - timedelta(seconds=5)
+        done.finished_at = failed.started_at
+        done.started_at = done.finished_at - timedelta(seconds=15)
         db.session.commit()
 
     after = browser.get(f"/batches/{batch_id}").get_data(as_text=True)
 
-    # The API's eta (generation/eta.py) is the page's: nothing known before an image succeeded.
+    # The API's eta (generation/eta.py) is the page's: nothing known before an image succeeded,
+    # then the model's 15 s for each of the 2 left, one at a time.
     assert "0 done · 0 failed · 0 cancelled of 4 · 0 running · estimating the time left" in before
     line = r"1 done · 1 failed · 0 cancelled of 4 · 0 running · about 30 s left \(done by \d\d:\d\d"
     assert re.search(line, after)

@@ -9,7 +9,7 @@ from ..models import Batch, Generation, GenerationStatus, utcnow
 from ..storage.views import signed_url, url_signer
 from ..words import count_of
 from . import paging, reasons, retention
-from .eta import estimates
+from .eta import estimates, times_of
 from .progress import Progress
 
 # All that an entry of `results` reads. The status route selects just these, as plain rows:
@@ -113,9 +113,10 @@ def shared_queue():
     return functools.cache(reasons.default_queue)
 
 
-def batch_eta(batch, queue=None, running=None):
-    """The batch's `eta` as the answers carry it: {seconds, at} or None."""
-    found = estimates([batch], queue or shared_queue(), utcnow(), running)[batch.id]
+def batch_eta(batch, queue=None, started=None):
+    """The batch's `eta` as the answers carry it: {seconds, at} or None. `started`: as
+    eta.started_images answers, when the caller has the batch's images."""
+    found = estimates([batch], queue or shared_queue(), utcnow(), started)[batch.id]
     return found.to_json(timestamp) if found else None
 
 
@@ -185,9 +186,7 @@ def batch_fields(batch, eta=ASK):
 def batch_detail(batch, generations):
     """The GET /api/generate/batch/<id> answer: the batch's fields plus its results."""
     queue = shared_queue()
-    running = {batch.id: [g.started_at for g in generations
-                          if g.status == GenerationStatus.PROCESSING]}
-    expected = batch_eta(batch, queue, running)
+    expected = batch_eta(batch, queue, {batch.id: times_of(generations)})
     return {
         **results_payload(batch.id, generations, expected, queue),
         **batch_fields(batch, expected),
