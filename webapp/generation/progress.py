@@ -82,49 +82,6 @@ class Progress:
             return BatchStatus.COMPLETED
         return BatchStatus.PARTIAL if self.success else BatchStatus.FAILED
 
-    def seconds_left(self, started_at, now, finish_times=()):
-        """The time the images still to do need, smoothed from the pace observed so far.
-
-        None until an image has run (there is no pace yet) or when nothing remains. The pace
-        already reflects the batch's concurrency and the engine's speed. `finish_times` are
-        when the images that ran (succeeded or failed) finished: with them the estimate counts
-        down between finishes and never jumps up (see `estimate_left`); without them it is the
-        plain average pace.
-        """
-        worked = self.success + self.failed
-        if not self.remaining or not worked or started_at is None:
-            return None
-        times = sorted(time for time in finish_times if time is not None)[-worked:]
-        if not times:
-            elapsed = max((now - started_at).total_seconds(), 0.0)
-            return elapsed / worked * self.remaining
-        return estimate_left(started_at, times, len(times) + self.remaining, now)
-
-
-# How far a slower pace moves the estimate up at each finish: a quarter of the way.
-RISE_SHARE = 0.25
-
-
-def estimate_left(started_at, finish_times, images, now):
-    """Seconds left for `images` images of which these (sorted) finished, as seen at `now`.
-
-    At each finish the pace so far (time since the start per image finished) projects the time
-    left. Between finishes the estimate counts down, second for second. A faster pace takes the
-    estimate down at once; a slower one takes it up only a quarter of the way from where the
-    count-down had got to, so it never leaps up. 0 when the count-down has run out before the
-    next image finished: the batch is taking longer than estimated.
-    """
-    left, previous = None, started_at
-    for done, finished in enumerate(finish_times, start=1):
-        elapsed = max((finished - started_at).total_seconds(), 0.0)
-        fresh = elapsed / done * (images - done)
-        if left is not None:
-            counted = max(left - (finished - previous).total_seconds(), 0.0)
-            if fresh > counted:
-                fresh = counted + RISE_SHARE * (fresh - counted)
-        left, previous = fresh, finished
-    return max(left - max((now - previous).total_seconds(), 0.0), 0.0)
-
 
 def tallies(batch_ids):
     """{batch id: {status: Tally}} for these batches; a batch without generations is absent.
