@@ -60,7 +60,7 @@ def test_pausing_twice_is_a_harmless_200_and_so_is_resuming_a_running_batch(app,
     assert _resume(api_client, batch_id).get_json()["status"] == "queued"
     repeated = _resume(api_client, batch_id)
     assert repeated.status_code == 200
-    assert repeated.get_json()["message"] == "The batch is not paused: it was already running."
+    assert repeated.get_json()["message"] == "The batch is not paused: it is already queued."
     drain(app)
     assert api_client.get(f"/api/generate/batch/{batch_id}").get_json()["status"] == "completed"
 

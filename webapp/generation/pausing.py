@@ -63,11 +63,12 @@ class ResumeOutcome:
     waiting: int  # images still to start
     lanes: int  # lanes this resume rang
     repeated: bool = False  # the batch was not paused: nothing changed
+    status: str | None = None  # its status then (queued or running)
 
     @property
     def message(self):
         if self.repeated:
-            return "The batch is not paused: it was already running."
+            return f"The batch is not paused: it is already {self.status}."
         if not self.waiting:
             return "Resumed; no image was waiting to start."
         return f"Resumed: {count_of(self.waiting, 'image')} will start as slots free."
@@ -119,7 +120,7 @@ def resume_batch(batch_id, doorbell):
         db.session.rollback()
         if status not in BatchStatus.ACTIVE:
             raise NotResumable(status)
-        return ResumeOutcome(waiting=progress.pending, lanes=0, repeated=True)
+        return ResumeOutcome(progress.pending, lanes=0, repeated=True, status=status)
     concurrency = db.session.scalar(select(Batch.concurrency).where(Batch.id == batch_id))
     db.session.commit()
     free = max(concurrency - progress.processing, 0)
