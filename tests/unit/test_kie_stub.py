@@ -94,3 +94,24 @@ def test_a_body_kie_would_refuse_is_refused_with_422():
 
 def test_busiest_window_counts_events_closer_than_the_period():
     assert busiest_window([0.0, 0.5, 0.99, 1.0, 1.2], 1.0) == 4
+
+
+def test_jitter_gives_each_task_its_own_latency_and_none_by_default():
+    def latencies(**options):
+        with KieStub(**options) as stub:
+            for _ in range(6):
+                requests.post(
+                    f"{stub.base_url}/api/v1/flux/kontext/generate",
+                    headers=AUTH,
+                    json=CREATE_BODY,
+                    timeout=5,
+                )
+            return [task["latency"] for task in stub.tasks.values()]
+
+    steady = latencies(latency=1.0)
+    jittered = latencies(latency=1.0, jitter=2.0, seed=3)
+
+    assert steady == [1.0] * 6
+    assert all(1.0 <= latency < 3.0 for latency in jittered)
+    assert len(set(jittered)) == 6
+    assert latencies(latency=1.0, jitter=2.0, seed=3) == jittered  # seeded: repeatable
