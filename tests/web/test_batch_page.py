@@ -138,6 +138,24 @@ def test_the_progress_counts_and_estimates_the_time_left(app, alice, browser):
     assert re.search(r'<progress class="bar bar-running" [^>]*max="4" value="2"', after)
 
 
+def test_each_waiting_card_shows_its_place_and_the_grid_follows_it(app, alice, browser):
+    bob = ApiClient(app, *create_user(app, "bob"))
+    create(bob, 2, concurrency=8)
+    batch_id = create(alice, 2, concurrency=8)
+
+    before = browser.get(f"/batches/{batch_id}", headers=HTMX).get_data(as_text=True)
+    claim_next_image(app, batch_id)
+    after = browser.get(f"/batches/{batch_id}", headers=HTMX).get_data(as_text=True)
+
+    # Bob's batch is older: alice's images wait one turn each behind his (the API's places).
+    assert re.findall(r'data-place="(\d+)"', before) == ["2", "4"]
+    assert "Place 2 in the queue. Waiting for its turn: 1 image is ahead of it (other people" in (
+        before
+    )
+    # Her first is at the engine now; her second waits for bob's two (he has started none).
+    assert re.findall(r'data-place="(\d+)"', after) == ["3"]
+
+
 def test_cancel_first_says_what_will_happen(app, alice, browser):
     batch_id = create(alice, 10, concurrency=3)
     for _ in range(3):
