@@ -104,8 +104,8 @@ def run(workdir):
         "concurrency C; the client polls `GET /api/generate/batch/<id>` every "
         f"{POLL_INTERVAL:g} s and notes the `eta` of the first answer with 25, 50 and 75% of "
         "the images finished. The time actually left is the batch's `finishedAt` minus the "
-        "moment of that answer (`eta.at − eta.seconds`: both the server's clock). The figure is "
-        "|ETA − actual| / actual.",
+        "moment of that answer (`eta.at − eta.seconds`: both the server's clock). The figure, the "
+        "ETA's error over the time left, is |ETA − actual| / actual.",
     )
     for number, concurrency in enumerate(CONCURRENCIES):
         seen, detail, with_eta, answers = run_batch(
@@ -116,7 +116,7 @@ def run(workdir):
         for mark in MARKS:
             if mark not in seen:
                 section.results.append(
-                    Result("eta", f"C = {concurrency}: at {mark}% done, |ETA − actual| / actual",
+                    Result("eta", f"C = {concurrency}: at {mark}% done, ETA error / time left",
                            None, TARGETS.get(mark, ""), "no answer carried an eta by then")
                 )
                 continue
@@ -126,7 +126,7 @@ def run(workdir):
             section.results.append(
                 Result(
                     "eta",
-                    f"C = {concurrency}: at {mark}% done, |ETA − actual| / actual",
+                    f"C = {concurrency}: at {mark}% done, ETA error / time left",
                     error,
                     TARGETS.get(mark, ""),
                     f"{finished}/{IMAGES} finished: the eta said {eta} s, {actual:.1f} s were left",
