@@ -22,9 +22,9 @@ from tests.support import (
     running_consumer,
     wait_for,
 )
-from webapp.generation import claims, outcomes, shares
+from webapp.generation import claims, outcomes, shares, steps
 from webapp.models import GenerationStatus
-from webapp.providers import Done
+from webapp.providers import Done, get_provider
 from webapp.storage import get_storage
 
 PRICE = 3  # flux-2 at 1k
@@ -73,6 +73,28 @@ def test_a_held_or_full_batch_is_passed_over_for_the_next_one(app):
     assert _claim_next(app) is None  # both full: nothing to claim anywhere
     with app.app_context():
         assert shares.turn_order(_settings(app)) == []
+
+
+def test_a_lane_serves_whichever_users_turn_it_is_even_after_its_own_batch_ended(app):
+    first = ApiClient(app, *create_user(app, "first", credits=100))
+    second = ApiClient(app, *create_user(app, "second", credits=100))
+    mine = create_batch_id(first, 3)
+    theirs = create_batch_id(second, 3)
+
+    def turn():
+        with app.app_context():
+            return steps.lane_step(mine, get_provider(), get_storage(), _settings(app))
+
+    assert turn().worked and turn().worked  # the local engine makes each image in the turn
+    assert [row["status"] for row in generation_rows(app, mine)].count("success") == 1
+    assert [row["status"] for row in generation_rows(app, theirs)].count("success") == 1
+    assert first.post(f"/api/generate/batch/{mine}/cancel").status_code == 200
+    # The lane's own batch is cancelled: its turns go on serving the other user's images.
+    assert turn().worked and turn().worked
+    assert [row["status"] for row in generation_rows(app, theirs)] == ["success"] * 3
+    final = turn()
+    assert not final.worked and final.wake_at is None  # nothing left anywhere: the lane stops
+    assert first.balance() == 100 - PRICE and second.balance() == 100 - 3 * PRICE
 
 
 def test_user_max_concurrency_caps_a_user_over_all_their_batches(tmp_path, database_url):
