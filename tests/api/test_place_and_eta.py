@@ -6,7 +6,7 @@ answer here is checked against the contract (tests/contract.py)."""
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.support import (
     ApiClient,
@@ -15,10 +15,11 @@ from tests.support import (
     create_user,
     drain,
     finish_claim,
+    make_app,
 )
 from webapp.extensions import db
 from webapp.generation import claims, shares
-from webapp.models import Generation, utcnow
+from webapp.models import Batch, Generation, utcnow
 
 
 def reasons_of(client, batch_id):
@@ -145,3 +146,38 @@ def test_a_paused_batch_has_no_eta_and_gets_it_back_when_resumed(app, api_client
 
     assert paused["status"] == "paused" and paused["eta"] is None
     assert resumed["eta"]["seconds"] == 12  # 3 images, one at a time, 4 s each
+
+
+def test_on_a_paced_engine_the_eta_waits_for_the_pacers_window(tmp_path, database_url):
+    app = make_app(
+        tmp_path,
+        database_url,
+        GENERATION_BACKEND="kie",
+        KIE_API_KEY="test-key",
+        UPSTREAM_RATE_LIMIT=2,
+        UPSTREAM_RATE_PERIOD=10,  # a window of 10.25 s with the pacer's margin
+    )
+    client = ApiClient(app, *create_user(app))
+    earlier, _ = create_batch_jobs(client, 2)
+    with app.app_context():  # both its images started 5 s ago and took 4 s: the window is full
+        now = utcnow()
+        db.session.execute(
+            update(Generation)
+            .where(Generation.batch_id == earlier)
+            .values(
+                status="success",
+                started_at=now - timedelta(seconds=5),
+                finished_at=now - timedelta(seconds=1),
+            )
+        )
+        db.session.execute(
+            update(Batch).where(Batch.id == earlier).values(status="completed", finished_at=now)
+        )
+        db.session.commit()
+    batch_id, _ = create_batch_jobs(client, 2, concurrency=2)
+
+    detail = client.get(f"/api/generate/batch/{batch_id}").get_json()
+
+    # Two slots, 4 s each, but no create before the window's two slots leave it (10.25 − 5 s):
+    # both start then, and end 4 s later. Unpaced it would be 4 s.
+    assert detail["eta"]["seconds"] == 9
