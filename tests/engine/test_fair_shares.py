@@ -274,7 +274,7 @@ def test_three_users_share_the_upstream_pace_equally_and_a_small_batch_goes_firs
 
 @pytest.mark.e2e
 def test_a_user_with_two_batches_gets_the_same_share_as_a_user_with_one(tmp_path, database_url):
-    limit, period, horizon = 4, 2, 14
+    limit, period, horizon = 4, 2, 20
     prompts = {"two": "Add white background, two batches", "one": "Add white background, one"}
     with KieStub(polls_until_done=0) as stub:
         app = make_app(
@@ -286,11 +286,11 @@ def test_a_user_with_two_batches_gets_the_same_share_as_a_user_with_one(tmp_path
         )
         two = ApiClient(app, *create_user(app, "two", credits=200))
         one = ApiClient(app, *create_user(app, "one", credits=200))
-        mine = [create_batch_id(two, 20, prompt=prompts["two"]) for _ in range(2)]
+        mine = [create_batch_id(two, 30, prompt=prompts["two"]) for _ in range(2)]
         # The same room in flight for both: USER_MAX_CONCURRENCY (8) over the two batches of
         # four, and one batch of eight (an image waiting for its slot, or for its poll, is in
         # flight; a batch at its concurrency is passed over whatever its user's share).
-        theirs = create_batch_id(one, 20, prompt=prompts["one"], concurrency=8)
+        theirs = create_batch_id(one, 30, prompt=prompts["one"], concurrency=8)
         with running_consumer(app, workers=4):
             wait_for(_sent_for(stub, horizon), timeout=60)
             for client, batch_id in [(two, mine[0]), (two, mine[1]), (one, theirs)]:
