@@ -39,7 +39,7 @@ from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from .claims import claim_for_batch, runnable
 
 # How many picks one turn makes before it gives up: one, unless a cancel or a pause of the
-# batch picked came between the pick and the claim.
+# batch picked came between the pick and the claim (the next pick passes that batch over).
 TRIES = 3
 # Statuses of an image that was started and not put back in line.
 STARTED = tuple(status for status in GenerationStatus.ALL if status != GenerationStatus.PENDING)
@@ -113,17 +113,20 @@ def claim_next(settings, token=None):
     Turns are picked one at a time (_lock_turns, until the claim commits): lanes that all
     woke to the same free slots would otherwise read the same counts and all pick the same
     user. The claim itself is claims.claim_for_batch, the fence; should it find nothing (a
-    cancel or a pause came first), the next pick is made afresh.
+    cancel or a pause came first), the next pick is made afresh without that batch, so a batch
+    that the order and the claim were to judge differently could never stop every turn.
     """
+    refused = set()
     for _ in range(TRIES):
         _lock_turns()
-        order = _order(settings, utcnow())
+        order = [batch_id for batch_id in _order(settings, utcnow()) if batch_id not in refused]
         if not order:
             db.session.rollback()
             return None
         claim = claim_for_batch(order[0], settings, token)
         if claim is not None:
             return claim
+        refused.add(order[0])
     return None
 
 
