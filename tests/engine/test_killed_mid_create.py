@@ -1,12 +1,12 @@
 """A consumer killed after kie.ai accepted a create, before the task id was stored.
 
 With callbacks, the dead attempt's task is still found: its callback names the attempt (the
-lease token in the callBackUrl), and while that attempt's lease runs, the callback gives it its
-task, which is then polled rather than created again. That holds only while the upstream
-finishes within LEASE_SECONDS: once the lease runs out first, the reaper puts the image back in
-line as if nothing had reached the upstream, a new attempt creates a second task, and the first
-one's callback arrives for an attempt that has ended. The chaos run (test_chaos.py) keeps its
-upstream time well under its lease, so it cannot meet this; this test shows it on its own.
+lease token in the callBackUrl), and the callback gives that attempt its task, which is then
+polled rather than created again. Right before the create left, the attempt stored a
+placeholder task id (`unconfirmed:<style>`), so when its lease runs out before the upstream
+calls back, the reaper keeps the attempt and polls it, and the poll waits
+KIE_CONFIRM_GRACE_SECONDS for that callback instead of the image being created again: one
+upstream task whether the upstream is faster or slower than LEASE_SECONDS.
 """
 
 import time
@@ -88,11 +88,6 @@ def test_a_task_that_finishes_within_the_dead_attempts_lease_is_adopted_not_made
     assert row["attempts"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: an attempt killed mid-create whose lease runs out before the upstream "
-    "calls back is submitted again (two upstream tasks for one image)",
-)
 def test_a_task_slower_than_the_lease_is_still_one_upstream_task(tmp_path, redis_url):
     detail, row, creates = _kill_mid_create_and_finish(
         tmp_path, redis_url, upstream_seconds=2 * LEASE_SECONDS
@@ -100,3 +95,4 @@ def test_a_task_slower_than_the_lease_is_still_one_upstream_task(tmp_path, redis
 
     assert detail["status"] == "completed"
     assert creates == {row["id"]: 1}
+    assert row["attempts"] == 1  # the dead attempt was kept, not put back in line

@@ -11,12 +11,12 @@ import logging
 import random
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from .. import billing
 from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
-from ..providers import RETRIED, Done, Failed, Submitted, Throttled
+from ..providers import RETRIED, UNCONFIRMED_PREFIX, Done, Failed, Submitted, Throttled
 from ..storage import StorageUnavailable
 from ..words import count_of
 from .announcements import announce_generation_end
@@ -46,7 +46,7 @@ def record_outcome(claim, outcome, storage, settings):
         return _finish_success(claim, outcome, storage)
     if isinstance(outcome, Submitted):
         # A placeholder never overwrites the task a callback named meanwhile.
-        unnamed = () if outcome.confirmed else (Generation.provider_task_id.is_(None),)
+        unnamed = () if outcome.confirmed else (no_task_named(),)
         return fenced_update(
             claim, *unnamed, provider_task_id=outcome.task_id, lease_expires_at=lease_end(settings)
         )
@@ -63,6 +63,32 @@ def record_outcome(claim, outcome, storage, settings):
             **reason,
         )
     return _finish_failure(claim, outcome, settings)
+
+
+def no_task_named():
+    """The attempt knows no upstream task: none, or only a placeholder (UNCONFIRMED_PREFIX)."""
+    return or_(
+        Generation.provider_task_id.is_(None),
+        Generation.provider_task_id.startswith(UNCONFIRMED_PREFIX),
+    )
+
+
+def create_marker(claim, settings):
+    """The attempt's `before_create` (GenerationRequest): stores the provider's placeholder
+    task id right before a create leaves, and renews the lease, fenced on it, in its own unit
+    of work. From then on the attempt may be paid for upstream: the reaper keeps it (polled,
+    which waits the provider's grace for the callback to name the task) rather than putting it
+    back in line, and a stopping worker keeps it too. False if the lease was lost."""
+
+    def before_create(placeholder):
+        return fenced_update(
+            claim,
+            Generation.provider_task_id.is_(None),
+            provider_task_id=placeholder,
+            lease_expires_at=lease_end(settings),
+        )
+
+    return before_create
 
 
 def lease_end(settings):

@@ -110,7 +110,9 @@ def _recover_expired_leases(settings, now, report):
     for generation in expired:
         token = generation.lease_owner
         if generation.provider_task_id:
-            # Already paid for upstream: keep polling it rather than submitting it again.
+            # Already paid for upstream: keep polling it rather than submitting it again. A
+            # placeholder (a create that may have left, its answer never stored) is polled too:
+            # the provider waits its grace for the callback to name the task (docs/kie.md).
             lease_end = now + timedelta(seconds=settings.lease_seconds)
             db.session.execute(
                 update(Generation)

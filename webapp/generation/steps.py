@@ -30,6 +30,7 @@ from ..storage import StorageUnavailable
 from ..words import count_of
 from .claims import Claim, claim_generation, new_token
 from .outcomes import (
+    create_marker,
     fail_and_refund,
     fenced_update,
     lease_end,
@@ -69,7 +70,8 @@ def run_claim(claim, provider, storage, settings):
             outcome = storage_failure("read the input image")
         else:
             try:
-                outcome = provider.submit(_request_for(generation, input_image, claim.token))
+                mark = create_marker(claim, settings)  # stores that a create may have left
+                outcome = provider.submit(_request_for(generation, input_image, claim.token, mark))
             except Exception:
                 log.exception("engine failed on %s", generation.id)
                 message = f"The image engine failed unexpectedly. {RETRIED}"
@@ -142,8 +144,8 @@ def _forget(token):
 def release_held_claims():
     """Give back every attempt this process holds, uncounted: the worker is stopping mid-way.
 
-    An attempt that already reached an async engine keeps its lease: it is paid for upstream,
-    so it is polled, never submitted again. Answers the released generation ids.
+    An attempt that reached an async engine, or whose create may have (its placeholder is
+    stored), keeps its lease: it is polled, never submitted again. Answers the released ids.
     """
     with _held_lock:
         held = list(_held.items())
@@ -325,7 +327,7 @@ def _duration(seconds):
     return f"{seconds // 60} minutes"
 
 
-def _request_for(generation, input_image=None, attempt=None):
+def _request_for(generation, input_image=None, attempt=None, before_create=None):
     return GenerationRequest(
         generation_id=generation.id,
         model=load_catalog().get(generation.model),
@@ -338,4 +340,5 @@ def _request_for(generation, input_image=None, attempt=None):
         batch_id=generation.batch_id,
         started_at=generation.started_at,
         attempt=attempt,
+        before_create=before_create,
     )

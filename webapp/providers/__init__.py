@@ -3,15 +3,18 @@
 `submit(request)` starts a generation and answers `Done`, `Failed`, `Throttled`, or
 `Submitted(task_id)` for providers that work asynchronously; `poll(task_id, request)` then
 answers `Pending`, `Done` or `Failed`. A provider never touches the database: the generation
-steps record the outcome. A provider with `paced = True` calls an upstream whose new generations
-are rate-limited: it is given the pacer every consumer shares (webapp.pacing) when it is built,
-takes a slot right before it creates an upstream task, and answers `Throttled(seconds)` when none
-came free in time, or when the upstream refused only for want of time (a 429, an empty account).
+steps record the outcome, and hand it `request.before_create`, which it calls right before
+sending a create that a lost answer could leave paid for upstream. A provider with
+`paced = True` calls an upstream whose new generations are rate-limited: it is given the pacer
+every consumer shares (webapp.pacing) when it is built, takes a slot right before it creates an
+upstream task, and answers `Throttled(seconds)` when none came free in time, or when the
+upstream refused only for want of time (a 429, an empty account).
 
 `local.py` is the offline Pillow provider of the embedded default; `kie/` is kie.ai. Adding one
 is a recipe in docs/architecture.md.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -43,6 +46,11 @@ class GenerationRequest:
     started_at: datetime | None = None
     # The attempt's lease token: a callback that names it can claim the task for it.
     attempt: str | None = None
+    # Called with a placeholder task id (UNCONFIRMED_PREFIX + style) right before a create
+    # whose task a callback can name is sent: it stores the placeholder, fenced on the lease in
+    # its own commit, so an attempt whose worker dies before the answer waits for its callback
+    # instead of being submitted again. False if the lease was lost: then nothing is sent.
+    before_create: Callable[[str], bool] | None = None
 
 
 @dataclass(frozen=True)

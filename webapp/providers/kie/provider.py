@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 UPLOAD_FOLDER = "batchgen"
 NO_IMAGE = "The image service reported success but sent no image."
 UNCONFIRMED_MESSAGE = f"The image service did not confirm this image's task in time. {RETRIED}"
+LEASE_LOST = f"This image's attempt was taken over before its task was created. {RETRIED}"
 LOST_TASK = (
     "The image service has no record of this image's task, so it never ran. "
     "Try again in a little while."
@@ -94,6 +95,8 @@ class KieProvider:
         if wait:
             return Throttled(wait)
         body = create_body(request, image_url, self._callback_for(request, style))
+        if not self._mark_create(request, style):
+            return Failed("lease_lost", LEASE_LOST, True)  # another attempt owns the image now
         try:
             with upstream_call("create", _rate_limited):
                 answer = self.client.call("POST", STYLES[style].create_path, json=body)
@@ -108,6 +111,15 @@ class KieProvider:
         if not task_id:
             return Failed("upstream_error", f"The image service sent no task id. {RETRIED}", True)
         return Submitted(f"{style}:{task_id}")
+
+    def _mark_create(self, request, style):
+        """Record that a create is about to leave (request.before_create), when its callback
+        can name the attempt: a worker killed before the answer then leaves an attempt that
+        waits the grace for that callback. Without callbacks nothing could name the task, so
+        nothing is recorded. False if the attempt's lease was lost meanwhile."""
+        if request.before_create is None or not self._names_attempt(request):
+            return True
+        return request.before_create(f"{UNCONFIRMED_PREFIX}{style}")
 
     def _names_attempt(self, request):
         """Whether kie's callback will name this attempt, so a lost create can be found."""
