@@ -46,6 +46,8 @@ def create_app(config=None, instance_path=None):
     # "/api/generate/batch//cancel" is a 404 answered in JSON, not a redirect to another URL.
     app.url_map.merge_slashes = False
     db.init_app(app)
+    from . import versions  # noqa: F401  the change counter's triggers, made with the tables
+
     # The migrations live inside the package, so an installed wheel carries them too.
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
 

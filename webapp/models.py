@@ -155,6 +155,8 @@ class Batch(db.Model):
     awaiting_since: Mapped[datetime | None]
     approved_at: Mapped[datetime | None]
     paused_at: Mapped[datetime | None]
+    # The change counter, bumped by the database with every state change (webapp/versions.py).
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
 
     generations: Mapped[list["Generation"]] = relationship(
         back_populates="batch", order_by="Generation.position"
@@ -178,6 +180,7 @@ class Generation(db.Model):
         # pacer's window (the places and the pacer's slots): generation/eta.py and places.py.
         Index("ix_generations_model_finished", "model", "finished_at"),
         Index("ix_generations_started", "started_at"),
+        Index("ix_generations_batch_version", "batch_id", "version"),  # changed since v
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_generation_id)
@@ -210,6 +213,8 @@ class Generation(db.Model):
     # The keys stay, so an old link to a deleted result can say it is gone (410).
     input_deleted_at: Mapped[datetime | None]
     result_deleted_at: Mapped[datetime | None]
+    # The batch's version at this image's last change (its own count for a photo).
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
 
     batch: Mapped[Batch | None] = relationship(back_populates="generations")
 
