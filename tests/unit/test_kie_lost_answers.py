@@ -10,7 +10,16 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from tests.unit.kie_mocks import API, CREATE, KEY, UPLOAD, add_upload, make_request, sent_json
+from tests.unit.kie_mocks import (
+    API,
+    CREATE,
+    KEY,
+    UPLOAD,
+    UPLOAD_URL,
+    add_upload,
+    make_request,
+    sent_json,
+)
 from webapp.models import utcnow
 from webapp.providers import Failed, Pending, Submitted
 from webapp.providers.kie import KieProvider
@@ -118,3 +127,45 @@ def test_an_attempt_query_is_signed_over_every_field():
     for field in ("generation", "attempt", "style"):
         assert attempt_named(SECRET, {**query, field: "other"}) is None
     assert attempt_named(SECRET, {**query, "sig": "é"}) is None
+
+
+def test_a_create_is_marked_as_possibly_made_right_before_it_leaves(kie_mock):
+    """With callbacks, the attempt stores its placeholder after the upload and before the
+    create: a worker killed before the answer leaves an attempt that waits for its callback."""
+    add_upload(kie_mock)
+    kie_mock.post(CREATE, json={"code": 200, "msg": "success", "data": {"taskId": "t-1"}})
+    marked = []
+
+    def before_create(placeholder):
+        marked.append((placeholder, [call.request.url for call in kie_mock.calls]))
+        return True
+
+    outcome = _provider().submit(_request(before_create=before_create))
+
+    assert outcome == Submitted("jobs:t-1")
+    assert marked == [("unconfirmed:jobs", [UPLOAD_URL])]
+    assert len(kie_mock.calls) == 2
+
+
+def test_an_attempt_whose_lease_was_lost_before_the_create_sends_none(kie_mock):
+    add_upload(kie_mock)  # no create is mocked: one sent would fail the test
+
+    outcome = _provider().submit(_request(before_create=lambda placeholder: False))
+
+    assert isinstance(outcome, Failed) and outcome.retryable
+    assert outcome.code == "lease_lost"
+    assert [call.request.url for call in kie_mock.calls] == [UPLOAD_URL]
+
+
+def test_without_callbacks_nothing_is_marked(kie_mock):
+    """Nothing could name the task, so a mark would only make a killed attempt wait."""
+    add_upload(kie_mock)
+    kie_mock.post(CREATE, json={"code": 200, "msg": "success", "data": {"taskId": "t-1"}})
+    marked = []
+
+    outcome = _provider(callback_url=None).submit(
+        _request(before_create=lambda placeholder: marked.append(placeholder) or True)
+    )
+
+    assert outcome == Submitted("jobs:t-1")
+    assert marked == []
