@@ -62,6 +62,7 @@ ENVIRONMENT = {
     "RATE_LIMITS_ENABLED": ("RATE_LIMITS_ENABLED", _flag),
     "CREATE_RATE_LIMIT": ("CREATE_RATE_LIMIT", str),
     "STATUS_RATE_LIMIT": ("STATUS_RATE_LIMIT", str),
+    "TOKEN_CACHE_SECONDS": ("TOKEN_CACHE_SECONDS", float),
     "SIGN_IN_RATE_LIMIT": ("SIGN_IN_RATE_LIMIT", str),
     "CALLBACK_RATE_LIMIT": ("CALLBACK_RATE_LIMIT", str),
     "USER_MAX_PENDING_IMAGES": ("USER_MAX_PENDING_IMAGES", int),
@@ -156,6 +157,9 @@ def defaults(instance_path):
         "RATE_LIMITS_ENABLED": True,
         "CREATE_RATE_LIMIT": "30 per minute",
         "STATUS_RATE_LIMIT": "20 per second",
+        # How long a web process keeps a Bearer token's user without looking it up again: a token
+        # revoked elsewhere stops working within this bound (webapp/auth/token_cache.py); 0 = off.
+        "TOKEN_CACHE_SECONDS": 5.0,
         "SIGN_IN_RATE_LIMIT": "10 per minute",
         "CALLBACK_RATE_LIMIT": "600 per minute",
         # Images one user may have waiting or running at once, over all their batches.

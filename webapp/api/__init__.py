@@ -3,15 +3,13 @@ kie.ai callback (see callbacks.py)."""
 
 from flask import Blueprint, abort, current_app, jsonify, request
 from flask_login import current_user, login_required
-from sqlalchemy import select
 
 from tasks import get_queue
 
 from .. import billing
 from ..catalog import load_catalog
 from ..errors import json_error
-from ..extensions import db
-from ..generation import canary, presenters
+from ..generation import canary, presenters, reads
 from ..generation.cancellation import NothingToCancel, cancel_batch
 from ..generation.creation import TooManyInFlight, create_batch, create_photo
 from ..generation.ownership import owned_batch
@@ -23,7 +21,7 @@ from ..generation.validation import (
     parse_photo_request,
 )
 from ..generation.webhook_endpoints import EndpointRefused, check_callback_url
-from ..models import Generation, looks_like_id
+from ..models import looks_like_id
 from ..providers import get_provider
 from ..storage import get_storage
 from . import callbacks, history, idempotency, openapi, webhooks
@@ -126,14 +124,7 @@ def batch_status():
     batch_id = request.args.get("batchId") or None
     if batch_id:
         _own_batch(batch_id)
-    found = {
-        row.id: row
-        for row in db.session.execute(
-            select(*presenters.RESULT_COLUMNS).where(
-                Generation.id.in_(job_ids), Generation.user_id == current_user.id
-            )
-        )
-    }
+    found = reads.result_rows(job_ids, current_user.id)  # one Core read, no unit of work
     missing = [job_id for job_id in job_ids if job_id not in found]
     if missing:
         return json_error(
@@ -194,7 +185,10 @@ def list_models():
 @bp.get("/me")
 @login_required
 def me():
-    return jsonify(id=current_user.id, name=current_user.name, credits=current_user.credits)
+    # The balance is read now: the caller's user may come from the token cache (auth/), and
+    # money is never shown older than the database has it.
+    credits = reads.balance(current_user.id)
+    return jsonify(id=current_user.id, name=current_user.name, credits=credits)
 
 
 def _create(create, spec, record_resource):

@@ -9,12 +9,13 @@ import secrets
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import make_response, redirect, request, url_for
+from flask import current_app, make_response, redirect, request, url_for
 from sqlalchemy import delete, select, update
 
 from ..errors import is_htmx, json_error, wants_json
 from ..extensions import db, login_manager
 from ..models import ApiToken, User, utcnow
+from .token_cache import TokenCache
 
 TOKEN_PREFIX = "bg_"
 TOUCH_INTERVAL = timedelta(minutes=5)
@@ -36,10 +37,15 @@ def user_for_token(token):
     TOUCH_INTERVAL, so a client polling every second writes once in a while)."""
     if not token or not token.startswith(TOKEN_PREFIX):
         return None
+    digest = _digest(token)
+    cache = _token_cache()
+    cached = cache.get(digest)
+    if cached is not None:
+        return cached
     found = db.session.execute(
         select(User, ApiToken.id, ApiToken.last_used_at)
         .join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.token_sha256 == _digest(token))
+        .where(ApiToken.token_sha256 == digest)
     ).first()
     if found is None:
         return None
@@ -50,7 +56,18 @@ def user_for_token(token):
             update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
         )
         db.session.commit()  # its own small unit of work, before the request's
+    cache.put(digest, token_id, user)
     return user
+
+
+def _token_cache():
+    """This app's TokenCache (token_cache.py): TOKEN_CACHE_SECONDS, 0 = off."""
+    cache = current_app.extensions.get("batchgen.token_cache")
+    if cache is None:
+        cache = current_app.extensions.setdefault(
+            "batchgen.token_cache", TokenCache(current_app.config["TOKEN_CACHE_SECONDS"])
+        )
+    return cache
 
 
 def tokens_of(user_id):
@@ -68,6 +85,7 @@ def revoke_token(token_id, user_id=None):
         conditions.append(ApiToken.user_id == user_id)
     result = db.session.execute(delete(ApiToken).where(*conditions))
     db.session.commit()
+    _token_cache().forget(token_id=token_id)  # here at once; elsewhere within its seconds
     return result.rowcount == 1
 
 
