@@ -56,6 +56,7 @@ ENVIRONMENT = {
     "PHOTO_WAIT_SECONDS": ("PHOTO_WAIT_SECONDS", float),
     "POLL_TIMEOUT_SECONDS": ("POLL_TIMEOUT_SECONDS", int),
     "SIGNED_URL_SECONDS": ("SIGNED_URL_SECONDS", int),
+    "ETAG_ESTIMATE_SECONDS": ("ETAG_ESTIMATE_SECONDS", float),
     "EMBEDDED_WORKERS": ("EMBEDDED_WORKERS", int),
     "LOCAL_ENGINE_DELAY": ("LOCAL_ENGINE_DELAY", float),
     "SESSION_COOKIE_SECURE": ("SESSION_COOKIE_SECURE", _flag),
@@ -149,6 +150,9 @@ def defaults(instance_path):
             *(15, 20, 30),  # then 15–30 s
         ),
         "SIGNED_URL_SECONDS": 3600,
+        # A status answer's ETag (generation/etags.py) of a queued or running batch changes at
+        # least this often: its eta and its images' places move with the clock, unversioned.
+        "ETAG_ESTIMATE_SECONDS": 10.0,
         "EMBEDDED_WORKERS": 4,
         # Simulated upstream latency of the local engine, per image (for demos and tests).
         "LOCAL_ENGINE_DELAY": 0.0,

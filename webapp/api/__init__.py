@@ -8,6 +8,7 @@ from tasks import get_queue
 
 from .. import billing
 from ..catalog import load_catalog
+from ..conditional import conditional_get
 from ..errors import json_error
 from ..generation import canary, presenters, reads
 from ..generation.cancellation import NothingToCancel, cancel_batch
@@ -24,7 +25,7 @@ from ..generation.webhook_endpoints import EndpointRefused, check_callback_url
 from ..models import looks_like_id
 from ..providers import get_provider
 from ..storage import get_storage
-from . import callbacks, history, idempotency, openapi, webhooks
+from . import callbacks, etags, history, idempotency, openapi, webhooks
 from .json_body import parse_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -105,6 +106,7 @@ def create_batch_job(record_resource):
 
 @bp.get("/generate/batch")
 @login_required
+@conditional_get(etags.jobs_tag)  # If-None-Match: 304, unbuilt (webapp/conditional.py)
 def batch_status():
     """Status of the listed generations (the contract's polling call)."""
     raw_ids = request.args.get("jobIds", "")
@@ -139,6 +141,7 @@ def batch_status():
 
 @bp.get("/generate/batch/<batch_id>")
 @login_required
+@conditional_get(etags.batch_tag)
 def batch_detail(batch_id):
     """The whole batch: its own fields and every generation's status."""
     batch = _own_batch(batch_id)

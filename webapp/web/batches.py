@@ -20,12 +20,14 @@ from tasks import get_queue
 
 from .. import billing
 from ..catalog import load_catalog
+from ..conditional import conditional_get
 from ..errors import is_htmx
 from ..extensions import db
 from ..generation.cancellation import NothingToCancel, cancel_batch, preview_cancel
 from ..generation.creation import TooManyInFlight
 from ..generation.deliveries import delivery_log
 from ..generation.eta import outlook as eta_outlook
+from ..generation.etags import grid_tag
 from ..generation.history import MAX_SEARCH, batches_of, history_filter
 from ..generation.ownership import owned_batch
 from ..generation.paging import BATCH_STATUSES
@@ -70,8 +72,15 @@ def history():
     return response
 
 
+def _polled_grid_tag(batch_id):
+    """The grid fragment's ETag (generation/etags.py): its poll is answered 304 when nothing
+    it shows changed (static/htmx-config.js swaps nothing then). The page has none."""
+    return grid_tag(current_user.id, batch_id) if wants_fragment() else None
+
+
 @bp.get("/batches/<batch_id>")
 @login_required
+@conditional_get(_polled_grid_tag, vary="HX-Request")
 def show(batch_id):
     """The batch page; htmx polls the same URL for the grid until the batch is finished."""
     batch = _own_batch_or_404(batch_id)

@@ -1,0 +1,161 @@
+"""Conditional polls (webapp/conditional.py, generation/etags.py): the status answers carry a
+weak ETag from the batch's change counter; the same tag while nothing changes, a new one after
+every change (claim, success, failure and its refund, cancel and its refunds, pause, approve),
+304 with no body only on a match, never a stale 304 after a change."""
+
+import time
+
+import pytest
+
+from tests.support import (
+    ApiClient,
+    claim_next_image,
+    create_batch_jobs,
+    create_user,
+    drain,
+    finish_claim,
+    photo_body,
+    work_next_image,
+)
+from webapp.generation import etags
+from webapp.providers import Failed
+
+
+def _routes(batch_id, job_ids):
+    return (
+        f"/api/generate/batch/{batch_id}",
+        f"/api/generate/batch?jobIds={','.join(job_ids)}",
+        f"/api/generate/batch?jobIds={','.join(job_ids)}&batchId={batch_id}",
+    )
+
+
+class Poller:
+    """Polls every status route of one batch with the tags it was last answered."""
+
+    def __init__(self, client, batch_id, job_ids):
+        self.client = client
+        self.routes = _routes(batch_id, job_ids)
+        self.tags = {route: self._fresh(route) for route in self.routes}
+
+    def _fresh(self, route):
+        answer = self.client.get(route)
+        assert answer.status_code == 200
+        assert answer.headers["ETag"].startswith('W/"')
+        assert answer.headers["Cache-Control"] == "private, no-cache"
+        return answer.headers["ETag"]
+
+    def unchanged(self):
+        """Every route answers its tag with a 304 and no body."""
+        for route, tag in self.tags.items():
+            answer = self.client.get(route, headers={"If-None-Match": tag})
+            assert answer.status_code == 304, route
+            assert answer.data == b""
+            assert answer.headers["ETag"] == tag
+        return True
+
+    def changed(self):
+        """Every route answers its old tag with a 200 and a new tag (kept for the next look)."""
+        for route, tag in self.tags.items():
+            answer = self.client.get(route, headers={"If-None-Match": tag})
+            assert answer.status_code == 200, route
+            assert answer.get_json()["results"]
+            assert answer.headers["ETag"] != tag
+            self.tags[route] = answer.headers["ETag"]
+        return True
+
+
+@pytest.fixture
+def still_clock(monkeypatch):
+    """The tags' clock stands still (the estimates' window and the links' period), so a tag
+    moves only with the batch; `advance(seconds)` moves it."""
+    now = [time.time()]
+    monkeypatch.setattr(etags.time, "time", lambda: now[0])
+
+    def advance(seconds):
+        now[0] += seconds
+
+    return advance
+
+
+def test_the_tag_holds_while_nothing_changes_and_moves_with_every_change(
+    app, api_client, still_clock
+):
+    batch_id, job_ids = create_batch_jobs(api_client, 4, concurrency=1)
+    poller = Poller(api_client, batch_id, job_ids)
+    assert poller.unchanged() and poller.unchanged()
+
+    claim = claim_next_image(app, batch_id)
+    assert poller.changed() and poller.unchanged()  # a claim
+    finish_claim(app, claim)
+    assert poller.changed() and poller.unchanged()  # a success
+    work_next_image(app, batch_id, Failed("upstream_error", "Try again.", True))
+    assert poller.changed() and poller.unchanged()  # a retryable failure: back in line
+    work_next_image(app, batch_id, Failed("invalid_input", "No.", False))
+    assert poller.changed() and poller.unchanged()  # a failure, refunded
+    assert api_client.post(f"/api/generate/batch/{batch_id}/pause").status_code == 200
+    assert poller.changed() and poller.unchanged()
+    assert api_client.post(f"/api/generate/batch/{batch_id}/cancel").status_code == 200
+    assert poller.changed() and poller.unchanged()  # cancelled, the rest refunded
+
+    still_clock(3600)  # a new period of signed links: a kept answer's links would expire
+    assert poller.changed() and poller.unchanged()
+
+
+def test_a_running_batchs_tag_moves_with_the_estimates_window_a_held_ones_does_not(
+    app, api_client, still_clock
+):
+    batch_id, jobs = create_batch_jobs(api_client, 3, canary=1)
+    poller = Poller(api_client, batch_id, jobs)
+    still_clock(app.config["ETAG_ESTIMATE_SECONDS"])
+    assert poller.changed()  # queued: its eta and places move with the clock
+
+    drain(app)  # the canary image runs; the batch awaits approval (held: nothing estimated)
+    assert poller.changed()
+    still_clock(app.config["ETAG_ESTIMATE_SECONDS"])
+    assert poller.unchanged()
+    assert api_client.post(f"/api/generate/batch/{batch_id}/approve").status_code == 200
+    assert poller.changed()
+
+
+def test_304_only_on_a_match(app, api_client, still_clock):
+    batch_id, jobs = create_batch_jobs(api_client, 2)
+    route = f"/api/generate/batch/{batch_id}"
+    tag = api_client.get(route).headers["ETag"]
+    strong = tag.removeprefix("W/")
+
+    assert api_client.get(route, headers={"If-None-Match": strong}).status_code == 304  # weak
+    assert api_client.get(route, headers={"If-None-Match": f'"x", {tag}'}).status_code == 304
+    assert api_client.get(route, headers={"If-None-Match": "*"}).status_code == 304
+    for other in ('W/"0123456789abcdef01234567"', '"nope"', "", "W/"):
+        answer = api_client.get(route, headers={"If-None-Match": other})
+        assert answer.status_code == 200 and answer.get_json()["batchId"] == batch_id
+
+    jobs_route = f"/api/generate/batch?jobIds={jobs[0]}"
+    jobs_tag = api_client.get(jobs_route).headers["ETag"]
+    assert jobs_tag != tag  # another answer, another tag
+    both = f"/api/generate/batch?jobIds={jobs[0]},{jobs[1]}"
+    assert api_client.get(both, headers={"If-None-Match": jobs_tag}).status_code == 200
+
+
+def test_another_users_batch_is_a_404_whatever_the_tag(app, api_client, still_clock):
+    batch_id, jobs = create_batch_jobs(api_client, 1)
+    tag = api_client.get(f"/api/generate/batch/{batch_id}").headers["ETag"]
+    other = ApiClient(app, *create_user(app, "bob"))
+    for route in _routes(batch_id, [jobs[0]]):
+        for sent in (tag, "*"):
+            answer = other.get(route, headers={"If-None-Match": sent})
+            assert answer.status_code == 404, route
+            assert "ETag" not in answer.headers
+    bad = api_client.get("/api/generate/batch?jobIds=", headers={"If-None-Match": "*"})
+    assert bad.status_code == 400
+
+
+def test_a_single_photos_poll_is_tagged_by_its_own_changes(app, api_client, still_clock):
+    photo = api_client.post("/api/generate/photo", json=photo_body()).get_json()
+    route = f"/api/generate/batch?jobIds={photo['generationId']}"
+    waiting = api_client.get(route).headers["ETag"]
+    assert api_client.get(route, headers={"If-None-Match": waiting}).status_code == 304
+    drain(app)
+    done = api_client.get(route, headers={"If-None-Match": waiting})
+    assert done.status_code == 200 and done.get_json()["results"][0]["status"] == "success"
+    assert api_client.get(route, headers={"If-None-Match": done.headers["ETag"]}).status_code == 304
