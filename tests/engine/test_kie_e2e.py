@@ -53,10 +53,13 @@ def _request(model_id, mode="i2i"):
 
 
 def _provider_task_ids(app, batch_id):
+    """The batch's upstream task ids; a create still on its way holds only its placeholder
+    (`unconfirmed:…`, written before the create leaves), which counts as none yet."""
     with app.app_context():
-        return db.session.scalars(
+        ids = db.session.scalars(
             select(Generation.provider_task_id).where(Generation.batch_id == batch_id)
         ).all()
+    return [None if (task or "").startswith("unconfirmed:") else task for task in ids]
 
 
 def _run_batch(app, count, **fields):
