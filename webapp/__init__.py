@@ -51,7 +51,7 @@ def create_app(config=None, instance_path=None):
     # The migrations live inside the package, so an installed wheel carries them too.
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
 
-    from . import auth, errors, headers, logs, providers, storage
+    from . import auth, errors, fanout, headers, logs, providers, storage
 
     logs.init_app(app)  # first: every answer, an error's too, carries the request id
     auth.init_app(app)
@@ -59,6 +59,7 @@ def create_app(config=None, instance_path=None):
     headers.init_app(app)
     storage.init_app(app)
     providers.init_app(app)
+    fanout.init_app(app)  # with REDIS_URL, each commit that changed a batch says so
 
     from .api import bp as api_bp
     from .auth.views import bp as auth_bp

@@ -57,6 +57,9 @@ ENVIRONMENT = {
     "POLL_TIMEOUT_SECONDS": ("POLL_TIMEOUT_SECONDS", int),
     "SIGNED_URL_SECONDS": ("SIGNED_URL_SECONDS", int),
     "ETAG_ESTIMATE_SECONDS": ("ETAG_ESTIMATE_SECONDS", float),
+    "EVENTS_KEEPALIVE_SECONDS": ("EVENTS_KEEPALIVE_SECONDS", float),
+    "EVENTS_COALESCE_SECONDS": ("EVENTS_COALESCE_SECONDS", float),
+    "EVENTS_CHECK_SECONDS": ("EVENTS_CHECK_SECONDS", float),
     "EMBEDDED_WORKERS": ("EMBEDDED_WORKERS", int),
     "LOCAL_ENGINE_DELAY": ("LOCAL_ENGINE_DELAY", float),
     "SESSION_COOKIE_SECURE": ("SESSION_COOKIE_SECURE", _flag),
@@ -153,6 +156,12 @@ def defaults(instance_path):
         # A status answer's ETag (generation/etags.py) of a queued or running batch changes at
         # least this often: its eta and its images' places move with the clock, unversioned.
         "ETAG_ESTIMATE_SECONDS": 10.0,
+        # The event streams (api/events.py): a comment this often keeps an idle stream open
+        # through proxies; a batch is read at most once per COALESCE (so at most one event per
+        # image per that time); without Redis's notices, versions are compared every CHECK.
+        "EVENTS_KEEPALIVE_SECONDS": 15.0,
+        "EVENTS_COALESCE_SECONDS": 0.5,
+        "EVENTS_CHECK_SECONDS": 0.5,
         "EMBEDDED_WORKERS": 4,
         # Simulated upstream latency of the local engine, per image (for demos and tests).
         "LOCAL_ENGINE_DELAY": 0.0,

@@ -215,5 +215,8 @@ def _own_batch(batch_id):
     return batch
 
 
-# Queue control of a batch (control.py): its routes join bp.
-from . import control  # noqa: E402,F401
+# Queue control of a batch (control.py): its routes join bp; a batch's progress as
+# server-sent events (events.py).
+from . import control, events  # noqa: E402,F401
+
+events.init_app(bp)
