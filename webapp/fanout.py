@@ -8,6 +8,7 @@ reconnecting) only delays an event: the hub also compares versions on a timer.
 """
 
 import logging
+import time
 
 import redis
 
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 # Each call to Redis is bounded, so a Redis that does not answer delays no commit for long.
 TIMEOUT_SECONDS = 2.0
+QUIET_SECONDS = 5.0
 
 
 def channel(config):
@@ -30,18 +32,28 @@ def connect(config):
 
 
 class Publisher:
-    """Publishes batch ids on the app's channel; the connection is opened at the first one."""
+    """Publishes batch ids on the app's channel; the connection is opened at the first one.
+
+    After a failure it publishes nothing for QUIET_SECONDS: a Redis that is down costs one
+    timeout per that time, not one per commit (the streams' timer finds the changes)."""
 
     def __init__(self, config):
         self.config = config
         self.channel = channel(config)
         self._client = None
+        self._quiet_until = 0.0
 
     def __call__(self, batch_ids):
-        if self._client is None:
-            self._client = connect(self.config)
-        for batch_id in batch_ids:
-            self._client.publish(self.channel, batch_id)
+        if time.monotonic() < self._quiet_until:
+            return
+        try:
+            if self._client is None:
+                self._client = connect(self.config)
+            for batch_id in batch_ids:
+                self._client.publish(self.channel, batch_id)
+        except redis.RedisError:
+            self._quiet_until = time.monotonic() + QUIET_SECONDS
+            raise
 
 
 def init_app(app):
