@@ -4,8 +4,9 @@ processes, SQLite or PostgreSQL, Redis or SqliteHuey), users with tokens, and th
 Every benchmark builds a `Deployment` in a temporary folder of its own, so nothing touches
 `instance/`. Its settings are environment variables, exactly what ops would export; the same
 settings also build an app in this process, which makes the schema and the users and reads the
-database afterwards. The Redis queue lives in database BENCH_REDIS_DB (default 12) under a
-queue name of the run's own, so a benchmark never meets the test suite's queues.
+database afterwards. The Redis queue lives in database BENCH_REDIS_DB (default 2, far below the
+tests' 15 minus the worker's number, which they flush) under a queue name of the run's own, so a
+benchmark never meets the test suite's queues.
 """
 
 import base64
@@ -25,7 +26,7 @@ import requests
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get(
-    "BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '12')}"
+    "BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '2')}"
 )
 POSTGRES_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
