@@ -12,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .extensions import db
+from .limits import over_limit_headers
 from .storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,11 @@ def init_app(app):
 
     @app.errorhandler(RateLimitExceeded)
     def too_many_requests(error):
-        """Over an abuse limit (webapp/limits.py); Flask-Limiter adds Retry-After."""
+        """Over an abuse limit (webapp/limits.py), with Retry-After and the limit's headers."""
         message = f"Too many requests: at most {error.description}. Try again shortly."
-        return _answer(429, "Too many requests", message)
+        response = _answer(429, "Too many requests", message)
+        response.headers.update(over_limit_headers())
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error):

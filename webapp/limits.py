@@ -5,13 +5,22 @@ together; in the process's memory otherwise).
 Each app gets a Limiter of its own, and the limits are put on its view functions by endpoint,
 from the settings: tests build many apps in one process, and none may count another's requests.
 An answer over a limit is 429 (JSON for the API, with `error` and `Retry-After`).
+
+Only a 429 carries the limit's headers (`Retry-After`, `X-RateLimit-*`: `over_limit_headers`).
+Flask-Limiter would put them on every answer, which costs two Redis round trips (the window's
+count, then its expiry) after the one that counts the request: a status poll paid three.
 """
 
-from flask import request
+import logging
+import time
+
+from flask import current_app, request
 from flask_limiter import Limiter
 from flask_login import current_user
 
 # Endpoint → (the setting that holds its limit, whom it counts).
+log = logging.getLogger(__name__)
+
 BY_USER, BY_ADDRESS = "user", "address"
 LIMITS = {
     "api.create_batch_job": ("CREATE_RATE_LIMIT", BY_USER),
@@ -65,7 +74,7 @@ def init_app(app):
         app=app,
         storage_uri=config["REDIS_URL"] or "memory://",
         key_prefix=f"{config['HUEY_NAME']}:limits",
-        headers_enabled=True,
+        headers_enabled=False,  # a 429's own: over_limit_headers
         enabled=config["RATE_LIMITS_ENABLED"],
         # A Redis that does not answer must not take the site down with it.
         swallow_errors=True,
@@ -80,3 +89,23 @@ def init_app(app):
         )
         app.view_functions[endpoint] = limit(view)
     app.extensions["batchgen.limiter"] = limiter
+
+
+def over_limit_headers():
+    """The headers of a 429: when the window that refused the request resets (`Retry-After`,
+    in seconds, at least 1) and the limit (`X-RateLimit-Limit`, `-Remaining`, `-Reset`)."""
+    limiter = current_app.extensions.get("batchgen.limiter")
+    refused = limiter.current_limit if limiter is not None else None
+    if refused is None:
+        return {"Retry-After": "1"}
+    try:
+        reset_at = refused.reset_at
+    except Exception as error:  # the limits' Redis went away since it counted the request
+        log.warning("could not read the rate limit's window: %s", error)
+        return {"Retry-After": "1"}
+    return {
+        "Retry-After": str(max(1, int(reset_at - time.time()))),
+        "X-RateLimit-Limit": str(refused.limit.amount),
+        "X-RateLimit-Remaining": str(refused.remaining),
+        "X-RateLimit-Reset": str(reset_at),
+    }

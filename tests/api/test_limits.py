@@ -56,6 +56,13 @@ def test_polls_are_limited_per_user(limited_app):
 
     assert [answer.status_code for answer in answers[:3]] == [200, 200, 200]
     assert_limited(answers[3])
+    # Only the refusal carries the limit's headers: each other answer would pay two more Redis
+    # round trips for them (webapp/limits.py).
+    assert not any("X-RateLimit-Limit" in answer.headers for answer in answers[:3])
+    assert "Retry-After" not in answers[0].headers
+    refused = answers[3].headers
+    assert (refused["X-RateLimit-Limit"], refused["X-RateLimit-Remaining"]) == ("3", "0")
+    assert 0 < int(refused["Retry-After"]) <= 60
 
 
 @pytest.mark.parametrize("url", ["/api/batches", "/api/ledger", "/api/generate/batch/{}/webhooks"])
