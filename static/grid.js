@@ -1,32 +1,34 @@
 // The live grid's poll as a conditional request (docs/api.md, "Polling"): each poll of the grid
-// fragment sends If-None-Match with the ETag its last 200 carried, and a 304 swaps nothing (the
-// grid's DOM stays as it is) and is no error. Set explicitly, not left to the browser's cache: an
-// XHR that relies on the cache sees a 200 with the cached body, which htmx would swap.
+// fragment sends If-None-Match with the ETag its last 200 carried (the first poll the one the
+// page's grid holds in data-etag), the server answers 304 with no body when nothing the grid
+// shows changed, and base.html's htmx config swaps nothing for a 304 and takes it for no error,
+// so the grid's DOM stays as it is.
+//
+// The header is set here, not left to the browser's HTTP cache: a request that carries its own
+// If-None-Match bypasses that cache, so the 304 reaches htmx as a 304. Left to the cache, the
+// browser revalidates by itself and hands htmx the kept body as a 200, which htmx would swap.
 (function () {
   "use strict";
 
-  // Before every other rule (the base template's meta config, where [23].. swaps).
-  htmx.config.responseHandling.unshift({code: "304", swap: false, error: false});
-
   const tags = new Map();   // fragment path -> the ETag of its last 200
 
-  function isGridPoll(detail) {
-    const elt = detail.elt;
-    return elt && elt.id === "batch-grid" && (detail.verb || detail.requestConfig.verb) === "get";
+  function isGridPoll(config) {
+    const elt = config && config.elt;
+    return !!elt && elt.id === "batch-grid" && config.verb === "get";
   }
 
   document.addEventListener("htmx:configRequest", function (event) {
-    const detail = event.detail;
-    if (!isGridPoll(detail)) return;
-    const tag = tags.get(detail.path);
-    if (tag) detail.headers["If-None-Match"] = tag;
+    const config = event.detail;
+    if (!isGridPoll(config)) return;
+    const tag = tags.get(config.path) || config.elt.dataset.etag;
+    if (tag) config.headers["If-None-Match"] = tag;
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {
-    const detail = event.detail;
-    if (!detail.requestConfig || !isGridPoll(detail.requestConfig)) return;
-    const xhr = detail.xhr;
+    const config = event.detail.requestConfig;
+    if (!isGridPoll(config)) return;
+    const xhr = event.detail.xhr;
     const tag = xhr.status === 200 && xhr.getResponseHeader("ETag");
-    if (tag) tags.set(detail.requestConfig.path, tag);
+    if (tag) tags.set(config.path, tag);
   });
 })();

@@ -74,7 +74,8 @@ def history():
 
 def _polled_grid_tag(batch_id):
     """The grid fragment's ETag (generation/etags.py): its poll is answered 304 when nothing
-    it shows changed (static/htmx-config.js swaps nothing then). The page has none."""
+    it shows changed (base.html's htmx config swaps nothing then). The page has none as a
+    header: its grid carries the tag (data-etag) instead."""
     return grid_tag(current_user.id, batch_id) if wants_fragment() else None
 
 
@@ -83,6 +84,9 @@ def _polled_grid_tag(batch_id):
 @conditional_get(_polled_grid_tag, vary="HX-Request")
 def show(batch_id):
     """The batch page; htmx polls the same URL for the grid until the batch is finished."""
+    # The page's grid holds the tag its first poll sends (static/grid.js), told before the read:
+    # a change in between moves the tag, so that poll swaps rather than keeps what it missed.
+    first_tag = None if wants_fragment() else grid_tag(current_user.id, batch_id)
     batch = _own_batch_or_404(batch_id)
     # The delivery log is part of the page, not of the grid that polls.
     log = [] if wants_fragment() else delivery_log(current_user.id, batch_id=batch.id)
@@ -91,6 +95,7 @@ def show(batch_id):
         "batches/_grid.html",
         deliveries=log,
         expires_at=expires_at(batch),
+        first_tag=first_tag,
         **grid_context(batch),
     )
 
