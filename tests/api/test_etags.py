@@ -6,6 +6,7 @@ every change (claim, success, failure and its refund, cancel and its refunds, pa
 import time
 
 import pytest
+from sqlalchemy import event
 
 from tests.support import (
     ApiClient,
@@ -17,6 +18,7 @@ from tests.support import (
     photo_body,
     work_next_image,
 )
+from webapp.extensions import db
 from webapp.generation import etags
 from webapp.providers import Failed
 
@@ -159,3 +161,45 @@ def test_a_single_photos_poll_is_tagged_by_its_own_changes(app, api_client, stil
     done = api_client.get(route, headers={"If-None-Match": waiting})
     assert done.status_code == 200 and done.get_json()["results"][0]["status"] == "success"
     assert api_client.get(route, headers={"If-None-Match": done.headers["ETag"]}).status_code == 304
+
+
+def test_a_poll_reads_its_tag_and_its_answer_on_one_connection_outside_any_transaction(
+    app, api_client, still_clock
+):
+    """A finished batch's poll: one checkout from the pool (one pre-ping), two SELECTs (the
+    tag's, the answer's), both in autocommit (the request's session, which would check out a
+    connection of its own and wrap it in BEGIN … ROLLBACK, is never used); its 304 is the tag's
+    SELECT alone."""
+    batch_id, jobs = create_batch_jobs(api_client, 3)
+    drain(app)
+    route = f"/api/generate/batch?jobIds={','.join(jobs)}"
+    tag = api_client.get(route).headers["ETag"]  # the token is cached from here on
+    with app.app_context():
+        engine = db.engine
+    seen = {"checkouts": 0, "statements": []}
+
+    def checkout(*_):
+        seen["checkouts"] += 1
+
+    def statement(conn, cursor, text, *_):
+        seen["statements"].append(text.split()[0].upper())
+
+    listeners = [
+        (engine.pool, "checkout", checkout),
+        (engine, "before_cursor_execute", statement),
+    ]
+    for target, name, function in listeners:
+        event.listen(target, name, function)
+    try:
+        full = api_client.get(route)
+        full_seen = (seen["checkouts"], list(seen["statements"]))
+        seen.update(checkouts=0, statements=[])
+        unchanged = api_client.get(route, headers={"If-None-Match": tag})
+        unchanged_seen = (seen["checkouts"], list(seen["statements"]))
+    finally:
+        for target, name, function in listeners:
+            event.remove(target, name, function)
+
+    assert (full.status_code, unchanged.status_code) == (200, 304)
+    assert full_seen == (1, ["SELECT", "SELECT"])
+    assert unchanged_seen == (1, ["SELECT"])

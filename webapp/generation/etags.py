@@ -15,10 +15,12 @@ It is the digest of everything that makes two answers differ:
 - the grid fragment's other parts: the header's balance and name, and whether a retry batch
   of its failed images exists.
 
-Each function answers None when the answer would not be the ordinary one (an unknown or
-another user's batch or image): the route then answers as it always does. The tag is read
-before the answer is built, so an answer is never labelled with a newer state than its own;
-at worst an answer carries an older tag, and the next poll gets it again.
+The tags are read as the polls' answers are (generation/reads.py): one statement in autocommit,
+outside the request's session and its transaction. Each function answers None when the answer
+would not be the ordinary one (an unknown or another user's batch or image): the route then
+answers as it always does. The tag is read before the answer is built, so an answer is never
+labelled with a newer state than its own; at worst an answer carries an older tag, and the next
+poll gets it again.
 """
 
 import hashlib
@@ -28,8 +30,8 @@ from flask import current_app
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import aliased
 
-from ..extensions import db
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, User, looks_like_id
+from .reads import autocommit
 
 _retry = aliased(Batch, name="retry")
 
@@ -49,6 +51,16 @@ def _tag(*parts):
     return f'W/"{digest}"'
 
 
+def _rows(statement):
+    with autocommit() as connection:
+        return connection.execute(statement).all()
+
+
+def _first(statement):
+    rows = _rows(statement)
+    return rows[0] if rows else None
+
+
 def _moving(status):
     return status in BatchStatus.ACTIVE
 
@@ -57,9 +69,9 @@ def batch_tag(user_id, batch_id):
     """The tag of GET /api/generate/batch/<batch_id> for this user; None if not theirs."""
     if not looks_like_id(batch_id):
         return None
-    row = db.session.execute(
+    row = _first(
         select(Batch.version, Batch.status).where(Batch.id == batch_id, Batch.user_id == user_id)
-    ).first()
+    )
     if row is None:
         return None
     return _tag("batch", user_id, batch_id, row.version, *_windows(_moving(row.status)))
@@ -71,13 +83,13 @@ def grid_tag(user_id, batch_id):
     if not looks_like_id(batch_id):
         return None
     retried = exists().where(_retry.parent_id == Batch.id).correlate(Batch)
-    row = db.session.execute(
+    row = _first(
         select(
             Batch.version, Batch.status, User.credits, User.name, User.display_name, retried
         )
         .join(User, User.id == Batch.user_id)
         .where(Batch.id == batch_id, Batch.user_id == user_id)
-    ).first()
+    )
     if row is None:
         return None
     moving = _moving(row.status)
@@ -87,7 +99,7 @@ def grid_tag(user_id, batch_id):
 def jobs_tag(user_id, job_ids, batch_id=None):
     """The tag of GET /api/generate/batch?jobIds=…[&batchId=…]; None unless every job is the
     user's (the answer is then a 404). One query: each job's batch version (a photo's own)."""
-    rows = db.session.execute(
+    rows = _rows(
         select(
             Generation.id,
             Generation.batch_id,
@@ -97,7 +109,7 @@ def jobs_tag(user_id, job_ids, batch_id=None):
         )
         .outerjoin(Batch, Batch.id == Generation.batch_id)
         .where(Generation.id.in_(job_ids), Generation.user_id == user_id)
-    ).all()
+    )
     if len(rows) != len(job_ids):
         return None
     versions = {}
@@ -109,11 +121,11 @@ def jobs_tag(user_id, job_ids, batch_id=None):
         else:  # a photo: its reason moves while it waits or runs
             moving = moving or status not in GenerationStatus.TERMINAL
     if batch_id and batch_id not in versions:  # the eta is of the batch named
-        named = db.session.execute(
+        named = _first(
             select(Batch.version, Batch.status).where(
                 Batch.id == batch_id, Batch.user_id == user_id
             )
-        ).first()
+        )
         if named is None:
             return None
         versions[batch_id] = named.version
