@@ -66,9 +66,11 @@ def batch_events(batch_id):
             400,
             field="lastEventId",
         )
+    # The stream holds no connection while it waits, nor while it joins: the first stream of
+    # a batch reads its snapshot on a connection of the hub's, and the others wait for it.
+    db.session.close()
     hub = hub_of(current_app)
     watch = hub.join(batch_id)
-    db.session.close()  # the stream holds no connection while it waits
     snapshot = watch.snapshot
     if snapshot.finished and cursor >= (snapshot.version, END, 0):
         hub.leave(watch)
