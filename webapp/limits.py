@@ -33,6 +33,8 @@ LIMITS = {
     "api.list_batches": ("STATUS_RATE_LIMIT", BY_USER),
     "api.list_ledger": ("STATUS_RATE_LIMIT", BY_USER),
     "api.batch_deliveries": ("STATUS_RATE_LIMIT", BY_USER),
+    # Opening a stream (and each reconnect) counts as a poll; its events then cost nothing here.
+    "api.batch_events": ("STATUS_RATE_LIMIT", BY_USER),
     # A redelivery sends a request out: limited at the pace of creates, so we flood no one.
     "api.redeliver": ("CREATE_RATE_LIMIT", BY_USER),
     "web.redeliver": ("CREATE_RATE_LIMIT", BY_USER),

@@ -35,6 +35,15 @@ def assert_limited(response):
     return error
 
 
+def test_opening_event_streams_counts_as_polling(limited_app):
+    alice = ApiClient(limited_app, *create_user(limited_app, "alice"))
+
+    tries = [alice.get("/api/generate/batch/bat_unknown/events") for _ in range(4)]
+
+    assert [answer.status_code for answer in tries[:3]] == [404, 404, 404]
+    assert_limited(tries[3])
+
+
 def test_creates_are_limited_per_user_and_the_refused_one_costs_nothing(limited_app):
     alice = ApiClient(limited_app, *create_user(limited_app, "alice"))
     bob = ApiClient(limited_app, *create_user(limited_app, "bob"))
