@@ -1,8 +1,12 @@
 """Why an image is where it is: the `reason` of each entry of `results`, in words for people
 (no engine's name, no operator's terms) and a code for programs.
 
-Told from the row alone, as the steps leave it (outcomes.py):
+Told from the row alone, as the steps leave it (outcomes.py), and its batch's hold:
 
+    pending in a paused batch            batch_paused: nothing starts until it is resumed
+    pending, held for the canary         awaiting_approval: a canary batch not yet approved
+                                         starts only its first `canary` images (claims.py); the
+                                         others wait for the owner's decision (canary.py)
     pending, never tried, no wait        queued: its place in the queue, under the shares:
                                          the images that start before it, its batch's, the
                                          user's other batches' and other users' (places.py)
@@ -17,11 +21,11 @@ Told from the row alone, as the steps leave it (outcomes.py):
 """
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
-from ..models import Generation, GenerationStatus, utcnow
+from ..models import Batch, BatchStatus, Generation, GenerationStatus, utcnow
 from ..words import count_of
 from . import places
 
@@ -32,6 +36,10 @@ SUBMITTED = "submitted"
 DONE = "done"
 CANCELLED = "cancelled"
 FAILED = "failed"
+# A pending image its batch holds back: no claim takes it until its owner acts (pausing.py,
+# canary.py), so it has no place in the queue and no next try.
+BATCH_PAUSED = "batch_paused"
+AWAITING_APPROVAL = "awaiting_approval"
 # The error code a rate limit leaves on a waiting image, as a throttle or as a counted attempt.
 RATE_LIMITED = "rate_limited"
 
@@ -52,12 +60,69 @@ FAILED_ON_OUR_SIDE = (
     f"{REFUNDED}."
 )
 
+# The hold as columns of a generation's row (presenters.RESULT_COLUMNS): its batch's, read by a
+# correlated subquery each, so they stay right inside a query that joins batches too (live.py).
+_held = aliased(Batch, name="held")
+HOLD = (
+    select(
+        case(
+            (_held.status == BatchStatus.PAUSED, BATCH_PAUSED),
+            (
+                or_(
+                    _held.status == BatchStatus.AWAITING_APPROVAL,
+                    and_(
+                        _held.canary.is_not(None),
+                        _held.approved_at.is_(None),
+                        Generation.position >= _held.canary,
+                    ),
+                ),
+                AWAITING_APPROVAL,
+            ),
+        )
+    )
+    .where(_held.id == Generation.batch_id)
+    .correlate(Generation)
+    .scalar_subquery()
+    .label("hold")
+)
+BATCH_CANARY = (
+    select(_held.canary)
+    .where(_held.id == Generation.batch_id)
+    .correlate(Generation)
+    .scalar_subquery()
+    .label("batch_canary")
+)
+
+
+def hold_of(batch, position):
+    """What HOLD answers, for a loaded batch and an image's position in it."""
+    if batch is None:
+        return None
+    if batch.status == BatchStatus.PAUSED:
+        return BATCH_PAUSED
+    unapproved = batch.canary is not None and batch.approved_at is None
+    if batch.status == BatchStatus.AWAITING_APPROVAL or (unapproved and position >= batch.canary):
+        return AWAITING_APPROVAL
+    return None
+
+
+def _hold(generation):
+    """(hold, the batch's canary) of a Generation (from its batch) or of a row with HOLD."""
+    if isinstance(generation, Generation):
+        batch = generation.batch
+        return hold_of(batch, generation.position), batch.canary if batch else None
+    return generation.hold, generation.batch_canary
+
 
 def kind_of(generation):
-    """The reason's code for a generation (or a row of its status, attempts, not_before and
-    error_code)."""
+    """The reason's code for a generation (or a row of RESULT_COLUMNS: its status, attempts,
+    not_before, error_code and its batch's hold). A hold comes before any other wait: a held
+    image is not tried again at its nextTryAt."""
     status = generation.status
     if status == GenerationStatus.PENDING:
+        hold = _hold(generation)[0]
+        if hold is not None:
+            return hold
         if generation.not_before is not None and (
             generation.attempts == 0 or generation.error_code == RATE_LIMITED
         ):
@@ -123,6 +188,15 @@ def place_words(before):
     return f"Waiting for its turn: {count_of(count, 'image')} {verb} ahead of it ({whose})."
 
 
+def approval_words(canary):
+    """An image held for the canary's decision (the batch page's card says the same)."""
+    first = f"the first {count_of(canary, 'image')}" if canary and canary > 1 else "the first image"
+    return (
+        f"Waits for your approval of {first}: approve the batch to run it, or stop it here "
+        "and its credits are refunded."
+    )
+
+
 def reason(generation, max_attempts, ahead, timestamp):
     """The `reason` of one entry: {code, message} and what its code adds. `ahead` is
     images_ahead's answer; `timestamp` formats a time as the answers do."""
@@ -149,6 +223,10 @@ def reason(generation, max_attempts, ahead, timestamp):
             "lastErrorCode": generation.error_code,
             "nextTryAt": timestamp(generation.not_before),
         }
+    if code == BATCH_PAUSED:
+        return {"code": code, "message": "Waits: the batch is paused; resume it to go on."}
+    if code == AWAITING_APPROVAL:
+        return {"code": code, "message": approval_words(_hold(generation)[1])}
     if code == SUBMITTED:
         return {"code": code, "message": "The image is being made."}
     if code == DONE:
