@@ -1,7 +1,13 @@
 """gunicorn's settings for batchgen's web (`gunicorn -c deploy/gunicorn.conf.py app:app`).
 
-Threads, because a photo request (`POST /api/generate/photo`) holds its request open while the
-image is made (up to PHOTO_WAIT_SECONDS, 120 s): the timeout stays above it. Under
+gevent workers: each request is a greenlet, so a batch's event stream, open for as long as the
+batch runs, costs a socket and some memory rather than a thread, and one worker holds up to
+WEB_WORKER_CONNECTIONS of them (README, Serving; docs/operations.md, Serving). psycopg and
+redis-py wait on their sockets cooperatively under gevent's monkey-patching, and the streams
+hold no database connection while they wait (webapp/api/events.py), so the pool's 15
+connections per worker serve them all. A photo request (`POST /api/generate/photo`) holds its
+request open while the image is made (up to PHOTO_WAIT_SECONDS, 120 s), sleeping between its
+reads; the timeout, the most a worker's loop may go without a heartbeat, stays above it. Under
 LOG_FORMAT=json gunicorn's own lines are JSON too. With PROMETHEUS_MULTIPROC_DIR set (metrics
 across workers), a worker that exits is marked dead so its gauges leave the sums.
 """
@@ -10,8 +16,8 @@ import os
 
 bind = os.environ.get("WEB_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_WORKERS", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
+worker_class = "gevent"
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "2000"))
 timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "150"))
 graceful_timeout = 30
 # nginx logs every request (with $request_id); the app logs one line per answer under json.

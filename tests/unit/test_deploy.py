@@ -26,7 +26,7 @@ OTHERS = {
     "PROMETHEUS_MULTIPROC_DIR": ROOT / "webapp" / "metrics" / "__init__.py",
     "WEB_BIND": DEPLOY / "gunicorn.conf.py",
     "WEB_WORKERS": DEPLOY / "gunicorn.conf.py",
-    "WEB_THREADS": DEPLOY / "gunicorn.conf.py",
+    "WEB_WORKER_CONNECTIONS": DEPLOY / "gunicorn.conf.py",
     "CONSUMER_WORKERS": DEPLOY / "systemd" / "batchgen-consumer@.service",
 }
 BOTO3_CHAIN = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
@@ -127,7 +127,8 @@ def test_the_commands_the_recipe_runs_exist(compose, tmp_path, monkeypatch):
 def test_gunicorn_outlasts_the_photo_wait():
     settings = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
     photo_wait = config.defaults("/tmp")["PHOTO_WAIT_SECONDS"]
-    assert settings["worker_class"] == "gthread" and settings["timeout"] > photo_wait
+    assert settings["worker_class"] == "gevent" and settings["timeout"] > photo_wait
+    assert settings["worker_connections"] >= 1000  # every open event stream is one
     assert settings["bind"] == "0.0.0.0:8000"
 
 
