@@ -28,6 +28,7 @@ BENCHMARKS = {
     "queue": "bench.queue",
     "makespan": "bench.makespan",
     "eta": "bench.eta",
+    "events": "bench.events",
     "scaleout": "bench.scaleout",
 }
 
