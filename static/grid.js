@@ -1,32 +1,47 @@
-// The live grid's poll as a conditional request (docs/api.md, "Polling"): each poll of the grid
-// fragment sends If-None-Match with the ETag its last 200 carried (the first poll the one the
-// page's grid holds in data-etag), the server answers 304 with no body when nothing the grid
-// shows changed, and base.html's htmx config swaps nothing for a 304 and takes it for no error,
-// so the grid's DOM stays as it is.
+// The live grid (docs/api.md, "Polling"): a conditional poll, and the batch's event stream.
 //
-// The header is set here, not left to the browser's HTTP cache: a request that carries its own
-// If-None-Match bypasses that cache, so the 304 reaches htmx as a 304. Left to the cache, the
-// browser revalidates by itself and hands htmx the kept body as a 200, which htmx would swap.
+// Each GET of the grid fragment sends If-None-Match with the ETag its last 200 carried (the
+// first one the tag the page's grid holds in data-etag); the server answers 304 with no body
+// when nothing the grid shows changed, and base.html's htmx config swaps nothing for a 304 and
+// takes it for no error, so the grid's DOM stays as it is. The header is set here, not left to
+// the browser's HTTP cache: a request that carries its own If-None-Match bypasses that cache, so
+// the 304 reaches htmx as a 304. Left to the cache, the browser revalidates by itself and hands
+// htmx the kept body as a 200, which htmx would swap.
+//
+// The page also listens to the batch's events (show.html, htmx's SSE extension): a summary or
+// the batch's end triggers the same GET (hx-trigger "sse:summary, sse:batch"), so one renderer
+// draws the grid. While the stream is open the 2 s poll is held back; when it errs, closes or
+// never opens, the poll goes on as before.
 (function () {
   "use strict";
 
   const tags = new Map();   // fragment path -> the ETag of its last 200
+  let streaming = false;    // the batch's EventSource is open
 
-  function isGridPoll(config) {
+  function isGridGet(config) {
     const elt = config && config.elt;
     return !!elt && elt.id === "batch-grid" && config.verb === "get";
   }
 
+  document.addEventListener("htmx:sseOpen", function () { streaming = true; });
+  document.addEventListener("htmx:sseError", function () { streaming = false; });
+  document.addEventListener("htmx:sseClose", function () { streaming = false; });
+
   document.addEventListener("htmx:configRequest", function (event) {
     const config = event.detail;
-    if (!isGridPoll(config)) return;
+    if (!isGridGet(config)) return;
+    // A poll (htmx's timer: no triggering event) while events arrive: the stream says it all.
+    if (streaming && !config.triggeringEvent) {
+      event.preventDefault();
+      return;
+    }
     const tag = tags.get(config.path) || config.elt.dataset.etag;
     if (tag) config.headers["If-None-Match"] = tag;
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {
     const config = event.detail.requestConfig;
-    if (!isGridPoll(config)) return;
+    if (!isGridGet(config)) return;
     const xhr = event.detail.xhr;
     const tag = xhr.status === 200 && xhr.getResponseHeader("ETag");
     if (tag) tags.set(config.path, tag);

@@ -1,6 +1,9 @@
 """The live grid's conditional poll in Chromium (static/grid.js, docs/api.md "Polling"): while
 nothing changes, every poll of the grid carries If-None-Match, is answered 304 and leaves the
-grid's DOM as it is (the very same nodes); after a change the next poll is a 200 that swaps."""
+grid's DOM as it is (the very same nodes); after a change the next poll is a 200 that swaps.
+
+The page prefers the batch's event stream and holds its poll back while that is open
+(test_grid_events.py); here the stream cannot connect, so the grid polls, as it does then."""
 
 import time
 
@@ -86,23 +89,59 @@ UNTOUCHED = """() => {
 }"""
 
 
+# What made each of the grid's GETs (its triggering event, "poll" for htmx's timer), as htmx
+# is about to send it, and how often the page's event stream opened.
+RECORDER = """
+window.gridAsked = [];
+window.streamOpened = 0;
+document.addEventListener("htmx:beforeRequest", (event) => {
+    const config = event.detail.requestConfig;
+    if (config.elt.id === "batch-grid") {
+        gridAsked.push(config.triggeringEvent ? config.triggeringEvent.type : "poll");
+    }
+});
+document.addEventListener("htmx:sseOpen", () => { streamOpened += 1; });
+"""
+
+
+class BatchPage:
+    """A 3-image sequential batch, paused with nothing running (a held batch's tag has no
+    clock, so nothing in its grid moves), and its page open in Chromium, watched: the grid's
+    polls (GridPolls), each request for the events route (`streams`), the console's errors.
+    `route_events`: a playwright route handler for the events route (None: the real one)."""
+
+    def __init__(self, browser, app, base_url, name, route_events=None):
+        user_id, token = create_user(app, name, credits=100)
+        self.batch_id, _ = create_batch_jobs(ApiClient(app, user_id, token), 3, concurrency=1)
+        pause(app, self.batch_id)
+        settle(app, self.batch_id)
+        self.page = page = browser.new_page(viewport={"width": 1100, "height": 900})
+        self.errors = console_errors(page)
+        sign_in_with_a_link(page, app, base_url, user_id)
+        page.add_init_script(RECORDER)
+        self.events_url = f"{base_url}/api/generate/batch/{self.batch_id}/events"
+        self.streams = []
+        page.on("request", self._requested)
+        if route_events:
+            page.route(f"{self.events_url}*", route_events)
+        self.polls = GridPolls(page, self.batch_id)
+        page.goto(f"{base_url}/batches/{self.batch_id}")
+
+    def _requested(self, request):
+        if request.url.startswith(self.events_url):
+            self.streams.append(time.monotonic())
+
+    def grid_asked(self):
+        return self.page.evaluate("window.gridAsked")
+
+
 def test_an_unchanged_grid_polls_304_untouched_and_a_change_swaps_within_one_poll(
     chromium,  # noqa: F811
     live_server,  # noqa: F811
 ):
     app, base_url = live_server
-    user_id, token = create_user(app, "ines", credits=100)
-    client = ApiClient(app, user_id, token)
-    batch_id, _ = create_batch_jobs(client, 3, concurrency=1)
-    # Paused, the grid keeps polling and nothing in it moves (a held batch's tag has no clock)
-    # once the image that may have started finishes.
-    pause(app, batch_id)
-    settle(app, batch_id)
-    page = chromium.new_page(viewport={"width": 1100, "height": 900})
-    errors = console_errors(page)
-    sign_in_with_a_link(page, app, base_url, user_id)
-    polls = GridPolls(page, batch_id)
-    page.goto(f"{base_url}/batches/{batch_id}")
+    opened = BatchPage(chromium, app, base_url, "ines", route_events=lambda route: route.abort())
+    page, batch_id, polls, errors = opened.page, opened.batch_id, opened.polls, opened.errors
     mark_grid(page)
     tag = page.get_attribute("#batch-grid", "data-etag")  # the page's grid holds its tag
     assert tag and tag.startswith('W/"')
@@ -113,6 +152,7 @@ def test_an_unchanged_grid_polls_304_untouched_and_a_change_swaps_within_one_pol
     # From the first poll on: the page's tag sent, 304 answered, naming the tag it matched.
     assert [poll[1:] for poll in unchanged] == [(304, tag, tag)] * len(unchanged)
     assert page.evaluate(UNTOUCHED)
+    assert set(opened.grid_asked()) == {"poll"} and opened.streams
     assert page.get_attribute("#batch-grid", "data-status") == "paused"
 
     changed = time.monotonic()
@@ -132,5 +172,6 @@ def test_an_unchanged_grid_polls_304_untouched_and_a_change_swaps_within_one_pol
         "#batch-grid[data-status=completed]:not([hx-trigger])", timeout=30000
     )  # it runs to the end, and the finished grid stops polling
     assert page.locator(".tile-success").count() == 3
-    assert errors == []
+    # htmx logs each refused stream (htmx:sseError, its Event as text), and nothing else is logged.
+    assert all(e.startswith("[object Event] @") and "/htmx-" in e for e in errors), errors
     page.close()

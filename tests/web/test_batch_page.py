@@ -88,7 +88,8 @@ def test_the_grid_polls_every_2s_while_moving_and_the_finished_grid_has_no_trigg
     drain(app)
     finished = browser.get(f"/batches/{batch_id}", headers=HTMX).get_data(as_text=True)
 
-    assert f'hx-get="/batches/{batch_id}" hx-trigger="every 2s" hx-swap="outerHTML"' in moving
+    trigger = 'hx-trigger="every 2s, sse:summary, sse:batch"'  # the poll, and the page's stream
+    assert f'hx-get="/batches/{batch_id}" {trigger} hx-swap="outerHTML"' in moving
     assert 'data-status="completed"' in finished
     assert "hx-trigger" not in finished and 'hx-get="/batches/' + batch_id + '"' not in finished
     assert finished.count('data-status="success"') == 3
@@ -192,7 +193,7 @@ def test_cancel_through_htmx_answers_the_stopped_grid_and_the_refunded_balance(a
     assert alice.balance() == 91
     assert [amount for kind, amount in alice.ledger() if kind == "refund"] == [3] * 7
     # The batch is cancelled, but three images still run: the grid polls until they end.
-    assert 'hx-trigger="every 2s"' in html
+    assert 'hx-trigger="every 2s, sse:' in html
     for claim in running:
         finish_claim(app, claim)
     settled = browser.get(f"/batches/{batch_id}", headers=HTMX).get_data(as_text=True)

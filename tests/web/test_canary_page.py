@@ -98,7 +98,7 @@ def test_the_page_of_a_batch_awaiting_approval_offers_both_decisions(app, alice,
     assert approve and approve.group(1) == f"/batches/{batch_id}/approve"
     assert f'hx-post="/batches/{batch_id}/approve" hx-target="#batch-grid"' in html
     assert 'id="reject-canary" class="danger">Stop here (refund 9⭐)</button>' in html
-    assert 'hx-trigger="every 2s"' in html  # the grid keeps polling: a decision may come elsewhere
+    assert 'hx-trigger="every 2s, sse:' in html  # it keeps polling: a decision may come elsewhere
 
 
 def test_approving_from_the_page_runs_the_rest_charged_once(app, alice, browser):

@@ -1,7 +1,8 @@
 """The batch page's grid fragment as a conditional poll (webapp/conditional.py, generation/etags.py,
 static/grid.js): the page's grid holds the tag its first poll sends, the fragment answers the
 same tag while nothing changes and 304 with no body on a match only, and a new tag after a
-change of the batch or of what the fragment shows around it (the header's balance)."""
+change of the batch or of what the fragment shows around it (the header's balance); and the page
+listens to the batch's events only while the batch is not finished."""
 
 import html
 import re
@@ -114,3 +115,12 @@ def test_a_new_tag_after_each_change_and_none_once_settled(app, alice, browser):
     tag = fresh(browser, batch_id, tag)  # finished: the last swap, and the grid stops polling
     assert page_tag(browser, batch_id) is None
     assert "hx-trigger" not in poll(browser, batch_id).get_data(True)
+
+
+def test_the_page_listens_to_the_events_only_while_the_batch_is_not_finished(app, alice, browser):
+    batch_id, _ = create_batch_jobs(alice, 1)
+    events = f'sse-connect="/api/generate/batch/{batch_id}/events" sse-close="batch"'
+    assert events in browser.get(f"/batches/{batch_id}").get_data(True)
+    drain(app)
+    finished = browser.get(f"/batches/{batch_id}").get_data(True)
+    assert 'id="batch-live"' in finished and "sse-connect" not in finished

@@ -55,7 +55,7 @@ def test_a_running_batch_offers_pause_and_a_paused_one_resume(app, alice, browse
     assert 'id="resume-batch"' in html and 'id="pause-batch"' not in html
     assert "Paused. 3 images will wait until you resume it." in html  # the notice
     assert "· 0 running · Paused since " in html  # the progress line, out of band
-    assert 'hx-trigger="every 2s"' in html  # it keeps polling, to see a resume elsewhere
+    assert 'hx-trigger="every 2s, sse:' in html  # it keeps polling, to see a resume elsewhere
     assert 'id="cancel-batch"' in html  # cancel still works on a paused batch
     drain(app)
     assert alice.get(f"/api/generate/batch/{batch_id}").get_json()["summary"]["pending"] == 3
