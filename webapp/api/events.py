@@ -15,6 +15,7 @@ and reads are EVENTS_COALESCE_SECONDS apart: at most one event per image per tha
 A finished batch asked from past its end answers 204, which tells an EventSource to stop.
 """
 
+import bisect
 import json
 import re
 import time
@@ -98,12 +99,13 @@ def _stream(hub, watch, cursor, keepalive):
                 continue
             shown = snapshot
             chunks = []
-            for row in snapshot.ordered:
-                key = (row.version, IMAGE, row.position)
-                if key > cursor:
-                    entry = renderer(row, snapshot.ahead)
-                    chunks.append(_event("generation", f"{row.version}.{row.position}", entry))
-                    cursor = key
+            # The rows are ordered as their ids: start at the first past the cursor, not at
+            # the batch's first (a thousand streams of one worker each scanned every row).
+            start = bisect.bisect_right(snapshot.ordered, cursor, key=_image_key)
+            for row in snapshot.ordered[start:]:
+                entry = renderer(row, snapshot.ahead)
+                chunks.append(_event("generation", f"{row.version}.{row.position}", entry))
+                cursor = _image_key(row)
             if (snapshot.version, SUMMARY, 0) > cursor:
                 chunks.append(_event("summary", str(snapshot.version), _json(snapshot.summary)))
                 cursor = (snapshot.version, SUMMARY, 0)
@@ -115,6 +117,10 @@ def _stream(hub, watch, cursor, keepalive):
                 yield "".join(chunks)
     finally:
         hub.leave(watch)
+
+
+def _image_key(row):
+    return (row.version, IMAGE, row.position)
 
 
 class _Renderer:
