@@ -11,19 +11,28 @@
 // The page also listens to the batch's events (show.html, htmx's SSE extension): a summary or
 // the batch's end triggers the same GET (hx-trigger "sse:summary, sse:batch"), so one renderer
 // draws the grid. While the stream is open the 2 s poll is held back; when it errs, closes or
-// never opens, the poll goes on as before.
+// never opens, the poll goes on as before. An open stream that says nothing for the page's
+// data-stream-check seconds (a paused batch, or a proxy that holds the events back) lets one
+// poll through each time, a 304 when nothing moved, so a stalled stream cannot freeze the grid.
 (function () {
   "use strict";
 
   const tags = new Map();   // fragment path -> the ETag of its last 200
   let streaming = false;    // the batch's EventSource is open
+  let heard = 0;            // when it opened or last had an event (or a check poll went)
+
+  function checkMs() {
+    const live = document.getElementById("batch-live");
+    return 1000 * Number((live && live.dataset.streamCheck) || 30);
+  }
 
   function isGridGet(config) {
     const elt = config && config.elt;
     return !!elt && elt.id === "batch-grid" && config.verb === "get";
   }
 
-  document.addEventListener("htmx:sseOpen", function () { streaming = true; });
+  document.addEventListener("htmx:sseOpen", function () { streaming = true; heard = Date.now(); });
+  document.addEventListener("htmx:sseMessage", function () { heard = Date.now(); });
   document.addEventListener("htmx:sseError", function () { streaming = false; });
   document.addEventListener("htmx:sseClose", function () { streaming = false; });
 
@@ -32,8 +41,11 @@
     if (!isGridGet(config)) return;
     // A poll (htmx's timer: no triggering event) while events arrive: the stream says it all.
     if (streaming && !config.triggeringEvent) {
-      event.preventDefault();
-      return;
+      if (Date.now() - heard < checkMs()) {
+        event.preventDefault();
+        return;
+      }
+      heard = Date.now();   // the check poll goes; the next one a whole interval later
     }
     const tag = tags.get(config.path) || config.elt.dataset.etag;
     if (tag) config.headers["If-None-Match"] = tag;

@@ -1,8 +1,8 @@
 """The batch page on its event stream in Chromium (show.html, static/grid.js, htmx's SSE
-extension): while the stream is open the grid's 2 s poll is held back and each summary has the
-grid fetch itself (the same conditional GET, the same fragment); a finished grid neither polls
-nor streams; while the events route cannot be reached the page polls every 2 s, and once the
-stream connects again the polls stop."""
+extension): while the stream is open the grid's 2 s poll is held back (but for a check when it
+is silent a while) and each summary has the grid fetch itself (the same conditional GET, the
+same fragment); a finished grid neither polls nor streams; while the events route cannot be
+reached the page polls every 2 s, and once the stream connects again the polls stop."""
 
 import time
 
@@ -45,6 +45,18 @@ def test_a_page_on_the_stream_does_not_poll_and_updates_from_its_events(
     assert opened.grid_asked() == ["sse:summary"]
     assert page.evaluate(UNTOUCHED)
 
+    # Silent longer than its check interval (30 s, here 3 s), the stream lets one poll through
+    # each interval: a stream a proxy holds back cannot freeze the grid. Nothing moved: 304s.
+    page.eval_on_selector("#batch-live", "live => { live.dataset.streamCheck = '3'; }")
+    checking = time.monotonic()
+    page.wait_for_timeout(7500)
+    checks = polls.since(checking)
+    assert [poll[1] for poll in checks] == [304, 304], checks
+    assert checks[1][0] - checks[0][0] >= 3
+    assert opened.grid_asked() == ["sse:summary", "poll", "poll"]
+    page.eval_on_selector("#batch-live", "live => { live.dataset.streamCheck = '30'; }")
+    assert page.evaluate(UNTOUCHED)
+
     changed = time.monotonic()
     resume(app, batch_id)
     page.wait_for_selector("#batch-grid:not([data-status=paused])", timeout=POLL_SECONDS * 1000)
@@ -52,7 +64,7 @@ def test_a_page_on_the_stream_does_not_poll_and_updates_from_its_events(
     assert not page.evaluate(UNTOUCHED)
     page.wait_for_selector("#batch-grid[data-status=completed]:not([hx-trigger])", timeout=30000)
     assert page.locator(".tile-success").count() == 3
-    asked = opened.grid_asked()
+    asked = opened.grid_asked()[3:]  # after the checks
     assert "poll" not in asked and asked[-1] in ("sse:summary", "sse:batch"), asked
     assert {poll[1] for poll in polls.since(changed)} <= {200, 304}
 
