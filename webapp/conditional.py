@@ -12,8 +12,6 @@ import functools
 from flask import make_response, request
 from werkzeug.http import unquote_etag
 
-from .generation.reads import one_connection
-
 CACHE_CONTROL = "private, no-cache"
 
 
@@ -49,8 +47,7 @@ def conditional_get(tag_of, vary=None):
     def decorate(view):
         @functools.wraps(view)
         def answer(*args, **kwargs):
-            with one_connection():  # the tag's read and the answer's share one checkout
-                return conditional(tag_of(*args, **kwargs), lambda: view(*args, **kwargs), vary)
+            return conditional(tag_of(*args, **kwargs), lambda: view(*args, **kwargs), vary)
 
         return answer
 

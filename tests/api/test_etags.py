@@ -163,13 +163,13 @@ def test_a_single_photos_poll_is_tagged_by_its_own_changes(app, api_client, stil
     assert api_client.get(route, headers={"If-None-Match": done.headers["ETag"]}).status_code == 304
 
 
-def test_a_poll_reads_its_tag_and_its_answer_on_one_connection_outside_any_transaction(
+def test_a_poll_reads_its_tag_and_its_answer_outside_any_transaction(
     app, api_client, still_clock
 ):
-    """A finished batch's poll: one checkout from the pool (one pre-ping), two SELECTs (the
-    tag's, the answer's), both in autocommit (the request's session, which would check out a
-    connection of its own and wrap it in BEGIN … ROLLBACK, is never used); its 304 is the tag's
-    SELECT alone."""
+    """A finished batch's poll: two SELECTs (the tag's, the answer's), each on a checkout of
+    its own in autocommit, given back at once (the request's session, which would wrap its
+    reads in BEGIN … ROLLBACK and keep its connection to the request's end, is never used);
+    its 304 is the tag's SELECT alone."""
     batch_id, jobs = create_batch_jobs(api_client, 3)
     drain(app)
     route = f"/api/generate/batch?jobIds={','.join(jobs)}"
@@ -201,5 +201,44 @@ def test_a_poll_reads_its_tag_and_its_answer_on_one_connection_outside_any_trans
             event.remove(target, name, function)
 
     assert (full.status_code, unchanged.status_code) == (200, 304)
-    assert full_seen == (1, ["SELECT", "SELECT"])
+    assert full_seen == (2, ["SELECT", "SELECT"])
     assert unchanged_seen == (1, ["SELECT"])
+
+
+def test_a_signed_in_pages_poll_reads_through_the_one_connection_its_session_holds(
+    app, api_client, still_clock
+):
+    """The grid's poll with a session cookie: the user is loaded through the request's session,
+    which then holds a connection; the tag reads through that one rather than taking a second
+    (generation/reads.py), so a request never holds two at once."""
+    batch_id, _ = create_batch_jobs(api_client, 2)
+    drain(app)
+    browser = app.test_client()
+    with browser.session_transaction() as session:
+        session["_user_id"] = str(api_client.user_id)
+    route, fragment = f"/batches/{batch_id}", {"HX-Request": "true"}
+    tag = browser.get(route, headers=fragment).headers["ETag"]
+    with app.app_context():
+        engine = db.engine
+    out = {"now": 0, "most": 0}
+
+    def checkout(*_):
+        out["now"] += 1
+        out["most"] = max(out["most"], out["now"])
+
+    def checkin(*_):
+        out["now"] -= 1
+
+    event.listen(engine.pool, "checkout", checkout)
+    event.listen(engine.pool, "checkin", checkin)
+    try:
+        answers = [
+            browser.get(route, headers=fragment).status_code,
+            browser.get(route, headers={**fragment, "If-None-Match": tag}).status_code,
+        ]
+    finally:
+        event.remove(engine.pool, "checkout", checkout)
+        event.remove(engine.pool, "checkin", checkin)
+
+    assert answers == [200, 304]
+    assert out["most"] == 1

@@ -8,12 +8,9 @@ which goes back to the pool at once. The answers are built from them by the same
 so they are the same answers (tests/api/test_status_reads.py compares them, state by state).
 
 Each read is one statement, so it sees one snapshot of the database, as the session's did.
-Inside `one_connection()` (a conditional poll: its ETag's read, then its answer's) every read
-shares one checkout, and so one pool pre-ping, instead of taking a connection each.
 """
 
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 from sqlalchemy import select
 
@@ -21,34 +18,20 @@ from ..extensions import db
 from ..models import Generation, User
 from .presenters import RESULT_COLUMNS
 
-# The connection that `one_connection` lends to the reads inside it (per thread, per greenlet).
-_lent = ContextVar("batchgen_read_connection", default=None)
-
 
 @contextmanager
 def autocommit():
-    """A pooled connection outside any transaction (no BEGIN, no ROLLBACK), for one read."""
-    lent = _lent.get()
-    if lent is not None:
-        yield lent
+    """A pooled connection outside any transaction (no BEGIN, no ROLLBACK), for one read, given
+    back at once; or, when the request's session already holds one (a session cookie's user was
+    loaded through it, say), that connection, in its transaction. So a request never holds two
+    connections at once: under gevent, a thousand requests that each held one and waited for a
+    second would empty the pool and all wait on it."""
+    session = db.session()  # the request's Session, not its scoped proxy
+    if session.in_transaction():
+        yield session.connection()
         return
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         yield connection
-
-
-@contextmanager
-def one_connection():
-    """Every `autocommit()` read within shares one pooled connection, back to the pool at the
-    end. Only around a short request's reads: never around a wait (a stream, a long poll)."""
-    if _lent.get() is not None:
-        yield
-        return
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        token = _lent.set(connection)
-        try:
-            yield
-        finally:
-            _lent.reset(token)
 
 
 def result_rows(job_ids, user_id):
