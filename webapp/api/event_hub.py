@@ -10,8 +10,10 @@ snapshot and its own cursor (the last event id), so a thousand viewers of one ba
 read per change, and no stream holds a database connection while it waits: only the listener
 reads, in an app context of its own, closed after each read.
 
-The listener is a daemon thread, started by the first stream. Under `make run` and gunicorn's
-gthread workers each open stream holds one of the server's threads while it waits.
+The listener is a daemon thread, started by the first stream. Under gunicorn's gevent worker
+(the web's serving model, docs/operations.md, Serving) the threads are greenlets and each open
+stream is one too; under `make run` (Werkzeug's threads) each open stream holds a thread while
+it waits.
 """
 
 import logging
