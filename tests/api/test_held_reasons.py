@@ -221,32 +221,32 @@ def test_the_event_stream_tells_the_hold_as_the_detail_does(tmp_path, database_u
 
 
 def test_the_hold_of_a_row_matches_the_hold_of_its_batch(app, api_client):
-    """reasons.HOLD (SQL) and reasons.hold_of (Python) agree, state by state."""
+    """reasons.HELD (SQL, the poll's and the stream's rows) and reasons.held_of (Python, the
+    ORM's) agree, state by state: 0 paused, the canary past it before approval, else null."""
     from sqlalchemy import select
 
     from webapp.models import Batch
 
     batch_id, _ = create_batch_jobs(api_client, 3, canary=2, concurrency=1)
     states = [
-        {"status": "queued"},
-        {"status": "paused"},
-        {"status": "running"},
-        {"status": "awaiting_approval"},
-        {"status": "running", "approved_at": utcnow()},
-        {"status": "running", "canary": None, "approved_at": None},
+        ({"status": "queued"}, [None, None, 2]),
+        ({"status": "paused"}, [0, 0, 0]),
+        ({"status": "running"}, [None, None, 2]),
+        ({"status": "awaiting_approval"}, [2, 2, 2]),
+        ({"status": "running", "approved_at": utcnow()}, [None, None, None]),
+        ({"status": "running", "canary": None, "approved_at": None}, [None, None, None]),
+        ({"status": "paused"}, [0, 0, 0]),
     ]
     with app.app_context():
-        for values in states:
+        for values, expected in states:
             db.session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
             db.session.commit()
             rows = db.session.execute(
-                select(Generation.position, reasons.HOLD, reasons.BATCH_CANARY)
+                select(Generation.position, reasons.HELD)
                 .where(Generation.batch_id == batch_id)
                 .order_by(Generation.position)
             ).all()
             batch = db.session.get(Batch, batch_id)
-            assert [row.hold for row in rows] == [
-                reasons.hold_of(batch, row.position) for row in rows
-            ], values
-            assert {row.batch_canary for row in rows} == {batch.canary}
+            assert [row.held for row in rows] == expected, values
+            assert [reasons.held_of(batch, row.position) for row in rows] == expected, values
             db.session.expire_all()

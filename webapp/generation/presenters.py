@@ -26,9 +26,8 @@ RESULT_COLUMNS = (
     Generation.not_before,
     Generation.cost,
     Generation.result_deleted_at,
-    # Its batch's hold (paused, or past an unapproved canary) and canary, for its reason.
-    reasons.HOLD,
-    reasons.BATCH_CANARY,
+    # Its batch's hold (paused, or past an unapproved canary), for its reason.
+    reasons.HELD,
 )
 REFUNDED_STATUSES = (GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 # "Not given: ask": an eta of None is an answer (null).

@@ -60,13 +60,16 @@ FAILED_ON_OUR_SIDE = (
     f"{REFUNDED}."
 )
 
-# The hold as columns of a generation's row (presenters.RESULT_COLUMNS): its batch's, read by a
-# correlated subquery each, so they stay right inside a query that joins batches too (live.py).
+# The hold as a column of a generation's row (presenters.RESULT_COLUMNS), read by a correlated
+# subquery of its batch, so it stays right inside a query that joins batches too (live.py): 0
+# while the batch is paused, the batch's canary while the image waits for the canary's approval,
+# null when it is not held. Asked only of a pending row (the CASE around it), and one subquery,
+# not two: each costs a lookup of the batch per row of every poll.
 _held = aliased(Batch, name="held")
-HOLD = (
+_HELD_BY_BATCH = (
     select(
         case(
-            (_held.status == BatchStatus.PAUSED, BATCH_PAUSED),
+            (_held.status == BatchStatus.PAUSED, 0),
             (
                 or_(
                     _held.status == BatchStatus.AWAITING_APPROVAL,
@@ -76,42 +79,42 @@ HOLD = (
                         Generation.position >= _held.canary,
                     ),
                 ),
-                AWAITING_APPROVAL,
+                func.coalesce(_held.canary, 1),
             ),
         )
     )
     .where(_held.id == Generation.batch_id)
     .correlate(Generation)
     .scalar_subquery()
-    .label("hold")
 )
-BATCH_CANARY = (
-    select(_held.canary)
-    .where(_held.id == Generation.batch_id)
-    .correlate(Generation)
-    .scalar_subquery()
-    .label("batch_canary")
-)
+HELD = case((Generation.status == GenerationStatus.PENDING, _HELD_BY_BATCH)).label("held")
 
 
-def hold_of(batch, position):
-    """What HOLD answers, for a loaded batch and an image's position in it."""
+def held_of(batch, position):
+    """What HELD answers for a pending image, from its loaded batch and its position in it."""
     if batch is None:
         return None
     if batch.status == BatchStatus.PAUSED:
-        return BATCH_PAUSED
+        return 0
     unapproved = batch.canary is not None and batch.approved_at is None
     if batch.status == BatchStatus.AWAITING_APPROVAL or (unapproved and position >= batch.canary):
-        return AWAITING_APPROVAL
+        return batch.canary or 1
     return None
 
 
-def _hold(generation):
-    """(hold, the batch's canary) of a Generation (from its batch) or of a row with HOLD."""
+def _held_by(generation):
+    """HELD of a Generation (from its batch) or of a row that has it."""
     if isinstance(generation, Generation):
-        batch = generation.batch
-        return hold_of(batch, generation.position), batch.canary if batch else None
-    return generation.hold, generation.batch_canary
+        return held_of(generation.batch, generation.position)
+    return generation.held
+
+
+def _hold(generation):
+    """(the hold's code or None, the batch's canary when it is the canary's hold)."""
+    held = _held_by(generation)
+    if held is None:
+        return None, None
+    return (BATCH_PAUSED, None) if held == 0 else (AWAITING_APPROVAL, held)
 
 
 def kind_of(generation):
