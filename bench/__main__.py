@@ -25,6 +25,7 @@ from .report import plot_makespan, write_report
 BENCHMARKS = {
     "submission": "bench.submission",
     "status": "bench.status",
+    "grid": "bench.grid",
     "queue": "bench.queue",
     "makespan": "bench.makespan",
     "eta": "bench.eta",

@@ -28,6 +28,8 @@ BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get(
     "BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '2')}"
 )
+# The web's worker as the README runs it (deploy/gunicorn.conf.py): `Deployment.web(extra=GEVENT)`.
+GEVENT = ("-k", "gevent", "--worker-connections", "2000")
 POSTGRES_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

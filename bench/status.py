@@ -24,12 +24,11 @@ from pathlib import Path
 
 import requests
 
-from .harness import Api, Deployment, Result, Section, image_data_url
+from .harness import GEVENT, Api, Deployment, Result, Section, image_data_url
 
 IMAGES = 50
 WORKERS = 2  # the machine's cores: gunicorn's usual 2·cores+1 would only add context switches
-THREADS = 8  # as the README runs gunicorn
-CONNECTIONS = 16  # one per gunicorn thread
+CONNECTIONS = 16  # wrk's connections, each request on a new one
 WRK_THREADS = 2
 WARMUP_SECONDS = 2
 ROUND_SECONDS = 3
@@ -111,7 +110,7 @@ def load(server, seconds):
 
     Every request comes on a new connection (`Connection: close`), as gunicorn sees it behind
     nginx's default proxying, or from clients polling every 2 s past its 2 s keep-alive. With
-    kept-alive connections, gthread workers split wrk's connections by the luck of accept():
+    kept-alive connections, the workers split wrk's connections by the luck of accept():
     all 16 on one worker happened, leaving the other worker idle for the whole run.
     """
     arguments = [
@@ -133,7 +132,7 @@ def load(server, seconds):
 
 def gunicorn(deployment, app_module, check_path):
     """`gunicorn <app_module>` with this benchmark's settings, answering (base URL, master)."""
-    return deployment.web(WORKERS, THREADS, app=app_module, ready=check_path)
+    return deployment.web(WORKERS, app=app_module, ready=check_path, extra=GEVENT)
 
 
 def start_batch(deployment):
@@ -220,11 +219,11 @@ def run(workdir):
         f"A real batch of {IMAGES} images is created through the API and run to success by a "
         "huey_consumer on the local engine (Redis queue), once on PostgreSQL and once on "
         f"SQLite; the consumers then stop. `GET /api/generate/batch?jobIds=<{IMAGES} ids>` "
-        f"with the owner's Bearer token is served by gunicorn ({WORKERS} gthread workers, one "
-        f"per core, × {THREADS} threads, as the README runs it). The reference is a bare "
+        f"with the owner's Bearer token is served by gunicorn ({WORKERS} gevent workers, one "
+        "per core, as the README runs it). The reference is a bare "
         "Flask endpoint answering the same JSON document (captured from the real route) with "
         "no database and no auth, under the same gunicorn settings. wrk, a process of its "
-        f"own, keeps {CONNECTIONS} connections busy (one per gunicorn thread), each request on "
+        f"own, keeps {CONNECTIONS} connections busy, each request on "
         "a new connection, as behind nginx's default proxying: kept-alive connections are "
         "split between the workers by the luck of accept(). Each server gets "
         f"{WARMUP_SECONDS} s of warm-up, then {ROUNDS} rounds of {ROUND_SECONDS} s, the "
