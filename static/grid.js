@@ -14,12 +14,43 @@
 // never opens, the poll goes on as before. An open stream that says nothing for the page's
 // data-stream-check seconds (a paused batch, or a proxy that holds the events back) lets one
 // poll through each time, a 304 when nothing moved, so a stalled stream cannot freeze the grid.
+//
+// Only a tab that is seen streams: over HTTP/1.1 a browser keeps at most 6 connections to one
+// host, and each open stream holds one, so a few hidden batch tabs would leave none for pages.
+// A tab that is hidden closes its stream and polls (conditionally, cheaply); shown again, it
+// reconnects through the extension's own retry (its onerror, here without an error to log).
 (function () {
   "use strict";
 
   const tags = new Map();   // fragment path -> the ETag of its last 200
   let streaming = false;    // the batch's EventSource is open
   let heard = 0;            // when it opened or last had an event (or a check poll went)
+
+  let source = null;        // the page's EventSource, made here for the extension
+  let shelved = false;      // closed here while the tab was hidden
+
+  htmx.createEventSource = function (url) {
+    source = new EventSource(url, {withCredentials: true});
+    if (document.hidden) shelve();
+    return source;
+  };
+
+  function shelve() {
+    if (!source || source.readyState === EventSource.CLOSED) return;  // or ended at its batch
+    source.close();
+    shelved = true;
+    streaming = false;
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) {
+      shelve();
+    } else if (shelved) {
+      shelved = false;
+      // Unless the grid settled meanwhile (polled): then there is nothing left to stream.
+      if (document.querySelector("#batch-grid[hx-trigger]") && source.onerror) source.onerror(null);
+    }
+  });
 
   function checkMs() {
     const live = document.getElementById("batch-live");

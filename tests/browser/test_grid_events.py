@@ -123,3 +123,50 @@ def test_while_the_events_route_is_unreachable_the_page_polls_and_then_streams_a
     assert len(errors) >= len(refused) - 1  # the last refusal's may still be on its way
     assert all(e.startswith("[object Event] @") and "/htmx-" in e for e in errors), errors
     page.close()
+
+
+# The tab hidden or shown, as switching tabs does (headless Chromium's tabs are all visible).
+SHOWN = """hidden => {
+    Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_a_hidden_tab_closes_its_stream_and_polls_and_streams_again_when_shown(
+    chromium,  # noqa: F811
+    live_server,  # noqa: F811
+):
+    app, base_url = live_server
+    opened = BatchPage(chromium, app, base_url, "uma")
+    page, batch_id, polls = opened.page, opened.batch_id, opened.polls
+    ended = []
+    page.on("requestfailed", lambda r: ended.append(r.url) if "/events" in r.url else None)
+    page.wait_for_function("() => window.streamOpened === 1", timeout=10000)
+    page.wait_for_timeout(1000)  # its first events ask the grid once (a 304)
+    mark_grid(page)
+
+    page.evaluate(SHOWN, True)
+    hidden = time.monotonic()
+    page.wait_for_timeout(2 * POLL_SECONDS * 1000 + 500)
+    assert ended == [opened.events_url]  # the hidden tab gave its connection back
+    away = polls.since(hidden)
+    assert len(away) >= 2 and {poll[1] for poll in away} == {304}, away
+    assert page.evaluate(UNTOUCHED)
+
+    page.evaluate(SHOWN, False)
+    page.wait_for_function("() => window.streamOpened === 2", timeout=5000)
+    page.wait_for_timeout(1000)  # the new stream's first events ask the grid once (a 304)
+    back = time.monotonic()
+    page.wait_for_timeout(2 * POLL_SECONDS * 1000 + 500)
+    assert polls.since(back) == []
+    assert page.evaluate(UNTOUCHED) and len(opened.streams) == 2
+
+    resume(app, batch_id)
+    page.wait_for_selector("#batch-grid[data-status=completed]:not([hx-trigger])", timeout=30000)
+    asked = opened.grid_asked()
+    assert asked[-1] in ("sse:summary", "sse:batch"), asked
+    # The polls of the hidden tab, and maybe one more before the new stream opened (its retry
+    # waits 500 ms): none since.
+    assert asked.count("poll") - len(away) in (0, 1), asked
+    assert opened.errors == []
+    page.close()
