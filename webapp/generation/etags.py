@@ -27,7 +27,7 @@ import hashlib
 import time
 
 from flask import current_app
-from sqlalchemy import exists, func, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import aliased
 
 from ..models import Batch, BatchStatus, Generation, GenerationStatus, User, looks_like_id
@@ -96,20 +96,28 @@ def grid_tag(user_id, batch_id):
     return _tag("grid", user_id, batch_id, *row, *_windows(moving))
 
 
+# Each job's batch version (a photo's own), built once: a poll binds its ids and user.
+_JOB_VERSIONS = (
+    select(
+        Generation.id,
+        Generation.batch_id,
+        func.coalesce(Batch.version, Generation.version),
+        Batch.status,
+        Generation.status,
+    )
+    .outerjoin(Batch, Batch.id == Generation.batch_id)
+    .where(
+        Generation.id.in_(bindparam("job_ids", expanding=True)),
+        Generation.user_id == bindparam("user_id"),
+    )
+)
+
+
 def jobs_tag(user_id, job_ids, batch_id=None):
     """The tag of GET /api/generate/batch?jobIds=…[&batchId=…]; None unless every job is the
     user's (the answer is then a 404). One query: each job's batch version (a photo's own)."""
-    rows = _rows(
-        select(
-            Generation.id,
-            Generation.batch_id,
-            func.coalesce(Batch.version, Generation.version),
-            Batch.status,
-            Generation.status,
-        )
-        .outerjoin(Batch, Batch.id == Generation.batch_id)
-        .where(Generation.id.in_(job_ids), Generation.user_id == user_id)
-    )
+    with autocommit() as connection:
+        rows = connection.execute(_JOB_VERSIONS, {"job_ids": job_ids, "user_id": user_id}).all()
     if len(rows) != len(job_ids):
         return None
     versions = {}
