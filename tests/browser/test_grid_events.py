@@ -59,7 +59,7 @@ def test_a_page_on_the_stream_does_not_poll_and_updates_from_its_events(
 
     changed = time.monotonic()
     resume(app, batch_id)
-    page.wait_for_selector("#batch-grid:not([data-status=paused])", timeout=POLL_SECONDS * 1000)
+    page.wait_for_selector("#batch-grid:not([data-status=paused])", timeout=5000)
     moved = time.monotonic() - changed
     assert not page.evaluate(UNTOUCHED)
     page.wait_for_selector("#batch-grid[data-status=completed]:not([hx-trigger])", timeout=30000)
@@ -73,7 +73,9 @@ def test_a_page_on_the_stream_does_not_poll_and_updates_from_its_events(
     page.wait_for_timeout(POLL_SECONDS * 1000 + 1000)
     assert polls.since(done) == [] and [t for t in opened.streams if t >= done] == []
     assert len(opened.streams) == 1 and page.evaluate("window.streamOpened") == 1
-    assert moved < 1.5, moved  # from the stream (a commit, then the hub's check), not a poll
+    # From the stream (the commit, the hub's check every 0.5 s, the GET): about 1 s here; the
+    # bound leaves a loaded machine room. That no poll asked it is told above.
+    assert moved < 2.5, moved
     assert opened.errors == []
     page.close()
 
