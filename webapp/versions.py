@@ -8,6 +8,12 @@ A changed image takes the batch's new version as its own (`generations.version`)
 images of batch X changed since version v" is one indexed query (`ix_generations_batch_version`).
 A single photo has no batch: its own version counts its changes.
 
+A batch's hold (paused, awaiting approval) is told in its waiting images' reasons
+(`batch_paused`, `awaiting_approval`), so a change of it changes their answers too: a pause, a
+resume, a canary's hold and its approval also give the batch's pending images its new version
+(HOLD_*; migration 0011). Other changes of a batch's status (queued → running, the end) leave a
+waiting image's answer as it was, and its version with it.
+
 Triggers rather than a call at every write site: a write added tomorrow cannot forget it. They
 fire only when a column an answer shows changed (WATCHED_*), not on a heartbeat or a lease's
 extension, so an unchanged batch keeps its version (its ETag) while its images run.
@@ -123,6 +129,49 @@ FOR EACH ROW EXECUTE FUNCTION batchgen_batch_version()
 """,
 )
 
+# The hold's columns, and the statuses that are a hold (BatchStatus.HELD).
+_HELD = "('awaiting_approval', 'paused')"
+_HOLD_CHANGED = (
+    f"((OLD.status IN {_HELD} OR NEW.status IN {_HELD}) AND OLD.status <> NEW.status)"
+    " OR OLD.canary IS DISTINCT FROM NEW.canary"
+    " OR OLD.approved_at IS DISTINCT FROM NEW.approved_at"
+)
+# SQLite's triggers run in no promised order: this one writes the version that batches_version
+# gives the batch (the old one plus one, as every hold change is a watched column's change).
+HOLD_SQLITE = (
+    f"""
+CREATE TRIGGER batches_hold_version AFTER UPDATE ON batches FOR EACH ROW
+WHEN NEW.version = OLD.version AND ({_HOLD_CHANGED.replace("IS DISTINCT FROM", "IS NOT")})
+BEGIN
+    UPDATE generations SET version = OLD.version + 1
+    WHERE batch_id = NEW.id AND status = 'pending';
+END
+""",
+)
+# PostgreSQL's runs after batches_version (a BEFORE trigger) set NEW.version.
+HOLD_POSTGRESQL = (
+    """
+CREATE OR REPLACE FUNCTION batchgen_hold_version() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE generations SET version = NEW.version
+    WHERE batch_id = NEW.id AND status = 'pending' AND version < NEW.version;
+    RETURN NULL;
+END $$
+""",
+    f"""
+CREATE TRIGGER batches_hold_version AFTER UPDATE ON batches FOR EACH ROW
+WHEN ({_HOLD_CHANGED}) EXECUTE FUNCTION batchgen_hold_version()
+""",
+)
+HOLD_DROP = {
+    "sqlite": ("DROP TRIGGER IF EXISTS batches_hold_version",),
+    "postgresql": (
+        "DROP TRIGGER IF EXISTS batches_hold_version ON batches",
+        "DROP FUNCTION IF EXISTS batchgen_hold_version()",
+    ),
+}
+
 DROP = {
     "sqlite": (
         "DROP TRIGGER IF EXISTS generations_version",
@@ -138,8 +187,13 @@ DROP = {
 
 
 def create_statements(dialect):
-    """The DDL that makes the triggers on this dialect (SQLite or PostgreSQL)."""
+    """The DDL that makes the triggers of migration 0010 on this dialect (SQLite, PostgreSQL)."""
     return {"sqlite": SQLITE, "postgresql": POSTGRESQL}[dialect]
+
+
+def hold_statements(dialect):
+    """The DDL of the hold's trigger (migration 0011)."""
+    return {"sqlite": HOLD_SQLITE, "postgresql": HOLD_POSTGRESQL}[dialect]
 
 
 def _attach(table, statements, dialect):
@@ -153,3 +207,6 @@ _attach(Generation.__table__, SQLITE[:1], "sqlite")
 _attach(Batch.__table__, SQLITE[1:], "sqlite")
 _attach(Generation.__table__, POSTGRESQL[:2], "postgresql")
 _attach(Batch.__table__, POSTGRESQL[2:], "postgresql")
+# After `generations` exists (the hold's trigger writes it).
+_attach(Generation.__table__, HOLD_SQLITE, "sqlite")
+_attach(Generation.__table__, HOLD_POSTGRESQL, "postgresql")

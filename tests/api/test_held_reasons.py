@@ -220,6 +220,54 @@ def test_the_event_stream_tells_the_hold_as_the_detail_does(tmp_path, database_u
     assert [reason["code"] for reason in streamed] == wanted[held]
 
 
+def test_an_open_stream_sends_the_waiting_images_again_when_their_batch_is_paused(
+    tmp_path, database_url
+):
+    """A pause gives the waiting images the batch's new version (webapp/versions.py), so a
+    stream opened before it sends each of them again, with the hold's reason, and then the
+    summary; the resume sends them again as queued."""
+    app = make_app(tmp_path, database_url, EVENTS_KEEPALIVE_SECONDS=0.2)
+    alice = ApiClient(app, *create_user(app))
+    batch_id, _ = create_batch_jobs(alice, 3, concurrency=1)
+    port = free_port()
+    with serving(app, port):
+        response = requests.get(
+            f"http://127.0.0.1:{port}/api/generate/batch/{batch_id}/events",
+            headers={"Authorization": f"Bearer {alice.token}"},
+            stream=True,
+            timeout=30,
+        )
+        assert response.status_code == 200
+        lines = response.iter_lines(decode_unicode=True)
+        first = read_some(lines, 4)  # the three images and the summary, before the pause
+        alice.post(f"/api/generate/batch/{batch_id}/pause")
+        paused = read_some(lines, 4)
+        alice.post(f"/api/generate/batch/{batch_id}/resume")
+        resumed = read_some(lines, 4)
+        response.close()
+        assert wait_for(lambda: not hub_of(app).watches, timeout=10)
+
+    for events, code in ((first, "queued"), (paused, "batch_paused"), (resumed, "queued")):
+        assert [name for name, _ in events] == ["generation"] * 3 + ["summary"]
+        assert [data["reason"]["code"] for _, data in events[:3]] == [code] * 3
+
+
+def read_some(lines, count):
+    """The next `count` events from an open stream's lines (comments skipped)."""
+    events, fields = [], {}
+    for line in lines:
+        if line == "":
+            if "event" in fields:
+                events.append((fields["event"], json.loads(fields["data"])))
+                if len(events) >= count:
+                    return events
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
 def test_the_hold_of_a_row_matches_the_hold_of_its_batch(app, api_client):
     """reasons.HELD (SQL, the poll's and the stream's rows) and reasons.held_of (Python, the
     ORM's) agree, state by state: 0 paused, the canary past it before approval, else null."""

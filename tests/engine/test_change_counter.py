@@ -160,3 +160,31 @@ def test_a_single_photos_changes_count_on_its_own_row(app, api_client):
             select(Generation.version).where(Generation.id == answer.get_json()["generationId"])
         )
     assert version == 3  # claimed, then finished: each its own change
+
+
+def test_a_hold_and_its_end_give_the_waiting_images_the_batchs_new_version(app, api_client):
+    """A pause, a resume, a canary's hold and its approval change the waiting images' reasons
+    (batch_paused, awaiting_approval), so the waiting images take the batch's new version; the
+    start of a batch (queued → running) changes no waiting image's answer, and moves none."""
+    batch_id = create_batch_id(api_client, 4, concurrency=1)
+    counter = Counter(app, batch_id)
+    claim = claim_next_image(app, batch_id)  # queued → running, one image claimed
+    assert counter.moved()
+    waiting = [gid for gid, (status, _) in counter.images.items() if status == "pending"]
+    assert len(waiting) == 3 and all(counter.image(gid)[1] == 1 for gid in waiting)
+
+    for action in ("pause", "resume"):
+        assert api_client.post(f"/api/generate/batch/{batch_id}/{action}").status_code == 200
+        assert counter.moved()
+        assert all(counter.changed(gid, "pending") for gid in waiting), action
+        assert counter.image(claim.generation.id)[1] < counter.before  # running: untouched
+
+    canary = create_batch_id(api_client, 3, canary=1)
+    counter = Counter(app, canary)
+    drain(app)  # the canary image runs, then the batch awaits approval
+    assert counter.moved()
+    held = [gid for gid, (status, _) in counter.images.items() if status == "pending"]
+    assert len(held) == 2 and all(counter.image(gid)[1] == counter.version for gid in held)
+    assert api_client.post(f"/api/generate/batch/{canary}/approve").status_code == 200
+    assert counter.moved()
+    assert all(counter.image(gid)[1] == counter.version for gid in held)
