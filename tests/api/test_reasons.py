@@ -125,7 +125,8 @@ def test_the_places_and_the_eta_cost_a_few_queries_whatever_the_images(app, api_
     finished_detail = count_queries(app, f"/api/generate/batch/{finished_id}", api_client)
     assert count_queries(app, f"/api/generate/batch/{queued_id}", api_client) == (
         count_queries(app, f"/api/generate/batch/{more_id}", api_client)
-    ) == finished_detail + 4  # the detail has its batch and its images in flight already
+    ) == finished_detail + 3  # the detail has its batch, its images in flight and every image
+    # of the batch already: the ranks are counted from them (reasons.images_ahead, whole)
 
 
 def test_a_finished_image_is_done_and_charged(app, api_client):
@@ -350,3 +351,27 @@ def test_a_refusal_under_the_content_policy_fails_at_once_in_plain_words(kie):
     assert (result["charged"], result["refunded"]) == (PRICE, PRICE)
     assert_for_people(result)
     assert UPLOAD_URL in {call.request.url for call in mock.calls}
+
+
+def test_ranks_counted_from_a_whole_batch_equal_the_ranks_read(app, api_client):
+    """The batch page and the detail count each queued image's rank from the batch's images
+    they hold; the status route, which may list some of them, reads it: both agree, with a
+    success, an image at the engine and a retry waiting among them."""
+    from webapp.generation import reasons
+    from webapp.providers import Failed
+
+    batch_id = create_batch_id(api_client, 7, concurrency=1)
+    finish_claim(app, claim_next_image(app, batch_id))
+    work_next_image(app, batch_id, Failed("upstream_error", "Try again.", True))  # a retry
+    claim_next_image(app, batch_id)  # at the engine
+    with app.app_context():
+        generations = db.session.scalars(
+            select(Generation).where(Generation.batch_id == batch_id).order_by(Generation.position)
+        ).all()
+        queue = reasons.default_queue()
+        counted = reasons.images_ahead(generations, lambda: queue, whole=True)
+        read = reasons.images_ahead(generations, lambda: queue)
+        db.session.rollback()
+
+    assert len(counted) == 4  # the four never tried; the retry waits, but is not "queued"
+    assert counted == read

@@ -291,7 +291,7 @@ class Outlook:
 def outlook(batch, generations, now):
     """The batch page's Outlook, from the images it shows: the queue read once for both."""
     queue = functools.cache(reasons.default_queue)
-    ahead = reasons.images_ahead(generations, queue)
+    ahead = reasons.images_ahead(generations, queue, whole=True)  # every image of the batch
     expected = estimates([batch], queue, now, {batch.id: times_of(generations)})[batch.id]
     places = {key: (found.total + 1, reasons.place_words(found)) for key, found in ahead.items()}
     return Outlook(expected, places)

@@ -87,14 +87,15 @@ def summary_of(progress):
     }
 
 
-def results_payload(batch_id, generations, eta=ASK, queue=None):
+def results_payload(batch_id, generations, eta=ASK, queue=None, whole=False):
     """The GET /api/generate/batch answer.
 
     `eta`: the batch's, as batch_eta answers it (asked here when not given: null when the ids
-    are of no one batch or every listed image is finished); `queue`: a shared_queue()."""
+    are of no one batch or every listed image is finished); `queue`: a shared_queue();
+    `whole`: `generations` is every image of the batch (reasons.images_ahead)."""
     signed = url_signer()
     queue = queue or shared_queue()
-    ahead = reasons.images_ahead(generations, queue)
+    ahead = reasons.images_ahead(generations, queue, whole)
     finished = GenerationStatus.TERMINAL
     complete = all(generation.status in finished for generation in generations)
     if eta is ASK:
@@ -190,7 +191,7 @@ def batch_detail(batch, generations):
     queue = shared_queue()
     expected = batch_eta(batch, queue, {batch.id: times_of(generations)})
     return {
-        **results_payload(batch.id, generations, expected, queue),
+        **results_payload(batch.id, generations, expected, queue, whole=True),
         **batch_fields(batch, expected),
     }
 

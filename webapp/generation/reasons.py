@@ -20,6 +20,8 @@ Told from the row alone, as the steps leave it (outcomes.py), and its batch's ho
     success, cancelled, failed           done, cancelled, failed (+ errorCode)
 """
 
+import bisect
+
 from flask import current_app
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import aliased
@@ -138,35 +140,57 @@ def kind_of(generation):
     }.get(status, FAILED)
 
 
-def images_ahead(generations, queue=None):
+def images_ahead(generations, queue=None, whole=False):
     """{generation id: places.Ahead} for the queued ones: what starts before each under the
-    shares (places.py), its batch's images and others'. Two queries (each image's rank in its
-    batch, then the queue: places.queue_now), whatever the number of images; none when no batch
-    image is queued (a single photo waits behind nothing). `queue`: a callable answering the
-    places.Queue, when the caller shares one between the places and the eta."""
+    shares (places.py), its batch's images and others'. Each image's rank in its batch (its
+    batch's pending images before it) is one query, or, with `whole` (`generations` holds every
+    image of its batch: the batch page, the batch's detail), counted from them; then the queue
+    (places.queue_now); none when no batch image is queued (a single photo waits behind
+    nothing). `queue`: a callable answering the places.Queue, when the caller shares one
+    between the places and the eta."""
     queued = [g for g in generations if kind_of(g) == QUEUED]
     ahead = {g.id: places.Ahead() for g in queued if g.batch_id is None}
-    asked = [g.id for g in queued if g.batch_id is not None]
+    asked = [g for g in queued if g.batch_id is not None]
     if asked:
-        waiting = aliased(Generation, name="waiting")
-        before = (
-            select(func.count())
-            .select_from(waiting)
-            .where(
-                waiting.batch_id == Generation.batch_id,
-                waiting.status == GenerationStatus.PENDING,
-                waiting.position < Generation.position,
-            )
-            .correlate(Generation)
-            .scalar_subquery()
-        )
-        rows = db.session.execute(
-            select(Generation.id, Generation.batch_id, before).where(Generation.id.in_(asked))
-        ).all()
         snapshot = (queue or default_queue)()
-        for generation_id, batch_id, rank in rows:
+        ranks = _ranks_of(generations, asked) if whole else _ranks_read(asked)
+        for generation_id, batch_id, rank in ranks:
             ahead[generation_id] = snapshot.ahead(batch_id, rank)
     return ahead
+
+
+def _ranks_of(generations, asked):
+    """(id, batch id, rank) of each asked image, counted from all of its batch's images."""
+    waiting = {}
+    for generation in generations:
+        if generation.status == GenerationStatus.PENDING:
+            waiting.setdefault(generation.batch_id, []).append(generation.position)
+    for positions in waiting.values():
+        positions.sort()
+    return [
+        (g.id, g.batch_id, bisect.bisect_left(waiting[g.batch_id], g.position)) for g in asked
+    ]
+
+
+def _ranks_read(asked):
+    """(id, batch id, rank) of each asked image, read: one query, whatever their number."""
+    waiting = aliased(Generation, name="waiting")
+    before = (
+        select(func.count())
+        .select_from(waiting)
+        .where(
+            waiting.batch_id == Generation.batch_id,
+            waiting.status == GenerationStatus.PENDING,
+            waiting.position < Generation.position,
+        )
+        .correlate(Generation)
+        .scalar_subquery()
+    )
+    return db.session.execute(
+        select(Generation.id, Generation.batch_id, before).where(
+            Generation.id.in_([g.id for g in asked])
+        )
+    ).all()
 
 
 def default_queue():
