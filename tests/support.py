@@ -277,6 +277,24 @@ def running_consumer(app, workers=2, periodic=False):
         consumer.stop(graceful=True)
 
 
+def read_sse(lines, stop_after=None):
+    """Server-sent events from an open stream's lines (`response.iter_lines(decode_unicode=True)`),
+    comments skipped: each event's fields (`event`, `id`, `data`), until the stream ends or
+    `stop_after` came. The lines stay open: a caller may read on from where this stopped."""
+    events, fields = [], {}
+    for line in lines:
+        if line == "":
+            if "event" in fields:
+                events.append(fields)
+                if stop_after and len(events) >= stop_after:
+                    break
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
 def wait_for(predicate, timeout=30.0, interval=0.1):
     """Poll `predicate` until it answers something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout

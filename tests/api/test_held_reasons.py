@@ -18,6 +18,7 @@ from tests.support import (
     drain,
     free_port,
     make_app,
+    read_sse,
     serving,
     signed_in_browser,
     wait_for,
@@ -171,21 +172,9 @@ def test_the_batch_page_gives_a_held_image_no_place_in_the_queue(app, api_client
     assert paused.count(PAUSED_WORDS) == 3
 
 
-def read_events(response, count):
-    """The first `count` events of an open stream (comments skipped)."""
-    events, fields = [], {}
-    for line in response.iter_lines(decode_unicode=True):
-        if line == "":
-            if "event" in fields:
-                events.append((fields["event"], json.loads(fields["data"])))
-                if len(events) >= count:
-                    break
-            fields = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            fields[name] = value
-    response.close()
-    return events
+def read_events(lines, count):
+    """The next `count` events of an open stream's lines, as (name, data)."""
+    return [(fields["event"], json.loads(fields["data"])) for fields in read_sse(lines, count)]
 
 
 @pytest.mark.parametrize("held", ["paused", "canary"])
@@ -209,7 +198,8 @@ def test_the_event_stream_tells_the_hold_as_the_detail_does(tmp_path, database_u
             timeout=30,
         )
         assert response.status_code == 200
-        events = read_events(response, 4)
+        events = read_events(response.iter_lines(decode_unicode=True), 4)
+        response.close()
         # No watch left: the hub reads nothing more (before the test's schema is dropped).
         assert wait_for(lambda: not hub_of(app).watches, timeout=10)
 
@@ -239,33 +229,17 @@ def test_an_open_stream_sends_the_waiting_images_again_when_their_batch_is_pause
         )
         assert response.status_code == 200
         lines = response.iter_lines(decode_unicode=True)
-        first = read_some(lines, 4)  # the three images and the summary, before the pause
+        first = read_events(lines, 4)  # the three images and the summary, before the pause
         alice.post(f"/api/generate/batch/{batch_id}/pause")
-        paused = read_some(lines, 4)
+        paused = read_events(lines, 4)
         alice.post(f"/api/generate/batch/{batch_id}/resume")
-        resumed = read_some(lines, 4)
+        resumed = read_events(lines, 4)
         response.close()
         assert wait_for(lambda: not hub_of(app).watches, timeout=10)
 
     for events, code in ((first, "queued"), (paused, "batch_paused"), (resumed, "queued")):
         assert [name for name, _ in events] == ["generation"] * 3 + ["summary"]
         assert [data["reason"]["code"] for _, data in events[:3]] == [code] * 3
-
-
-def read_some(lines, count):
-    """The next `count` events from an open stream's lines (comments skipped)."""
-    events, fields = [], {}
-    for line in lines:
-        if line == "":
-            if "event" in fields:
-                events.append((fields["event"], json.loads(fields["data"])))
-                if len(events) >= count:
-                    return events
-            fields = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            fields[name] = value
-    return events
 
 
 def test_the_hold_of_a_row_matches_the_hold_of_its_batch(app, api_client):

@@ -20,6 +20,7 @@ from tests.support import (
     create_user,
     free_port,
     make_app,
+    read_sse,
     running_consumer,
     serving,
     wait_for,
@@ -42,19 +43,9 @@ class Event(dict):
 
 def read_events(response, stop_after=None):
     """The events of an open stream (comments skipped), until it ends or `stop_after` came."""
-    events, fields = [], {}
-    for line in response.iter_lines(decode_unicode=True):
-        if line == "":
-            if "event" in fields:
-                events.append(Event(fields))
-                if stop_after and len(events) >= stop_after:
-                    break
-            fields = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            fields[name] = value
+    events = read_sse(response.iter_lines(decode_unicode=True), stop_after)
     response.close()
-    return events
+    return [Event(fields) for fields in events]
 
 
 def open_stream(base, batch_id, token, last_event_id=None, **params):
