@@ -33,16 +33,6 @@ REFUSED = Failed("content_policy", "The engine refused this image's content; it 
 BROKE = Failed("upstream_error", "The image service had a server error. Gave up after 3 attempts.")
 
 
-@pytest.fixture
-def alice(app, user):
-    return ApiClient(app, *user)
-
-
-@pytest.fixture
-def browser(app, user):
-    return signed_in_browser(app, user[1])
-
-
 def create(client, images=3, **fields):
     response = client.post("/api/generate/batch", json=batch_body(images, **fields))
     assert response.status_code == 200, response.get_json()

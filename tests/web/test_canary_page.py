@@ -4,8 +4,6 @@ and *Stop here (refund N⭐)*, CSRF forms that htmx posts and that work without 
 
 import re
 
-import pytest
-
 from tests.support import (
     HTMX,
     ApiClient,
@@ -20,16 +18,6 @@ from tests.support import (
 from tests.web.test_upload import upload
 
 PRICE = 3  # flux-2 at 1k
-
-
-@pytest.fixture
-def alice(app, user):
-    return ApiClient(app, *user)
-
-
-@pytest.fixture
-def browser(app, user):
-    return signed_in_browser(app, user[1])
 
 
 def _waiting_batch(app, alice, images=5, canary=2):

@@ -5,9 +5,7 @@ lightbox (static/compare.js, tested in tests/browser/test_compare_results.py) op
 import html as entities
 import re
 
-import pytest
-
-from tests.support import ApiClient, batch_body, signed_in_browser, work_next_image
+from tests.support import batch_body, work_next_image
 
 SETTINGS = {
     "prompt": "Put the vase on a marble table",
@@ -15,16 +13,6 @@ SETTINGS = {
     "quality": "2k",
     "aspectRatio": "4:3",
 }
-
-
-@pytest.fixture
-def alice(app, user):
-    return ApiClient(app, *user)
-
-
-@pytest.fixture
-def browser(app, user):
-    return signed_in_browser(app, user[1])
 
 
 def create(client, images=2, **fields):

@@ -12,7 +12,6 @@ import pytest
 from tests.api.test_etags import still_clock  # noqa: F401  (a fixture, used by name)
 from tests.support import (
     HTMX,
-    ApiClient,
     claim_next_image,
     create_batch_jobs,
     create_user,
@@ -22,16 +21,6 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.usefixtures("still_clock")
-
-
-@pytest.fixture
-def alice(app, user):
-    return ApiClient(app, *user)
-
-
-@pytest.fixture
-def browser(app, user):
-    return signed_in_browser(app, user[1])
 
 
 def page_tag(browser, batch_id):

@@ -5,12 +5,7 @@ import io
 
 import pytest
 
-from tests.support import HTMX, csrf_token_from, image_bytes, png_data_url, signed_in_browser
-
-
-@pytest.fixture
-def browser(app, user):
-    return signed_in_browser(app, user[1])
+from tests.support import HTMX, csrf_token_from, image_bytes, png_data_url
 
 
 @pytest.mark.parametrize(

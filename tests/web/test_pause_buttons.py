@@ -6,23 +6,12 @@ import pytest
 
 from tests.support import (
     HTMX,
-    ApiClient,
     batch_body,
     create_user,
     csrf_token_from,
     drain,
     signed_in_browser,
 )
-
-
-@pytest.fixture
-def alice(app, user):
-    return ApiClient(app, *user)
-
-
-@pytest.fixture
-def browser(app, user):
-    return signed_in_browser(app, user[1])
 
 
 def create(client, images=3, **fields):

@@ -18,11 +18,6 @@ from tests.support import (
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.png"
 
 
-@pytest.fixture
-def browser(app, user):
-    return signed_in_browser(app, user[1])
-
-
 def upload(http, files, headers=None, **fields):
     page = http.get("/").get_data(as_text=True)
     data = {
