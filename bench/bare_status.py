@@ -4,7 +4,7 @@ one fixed JSON document (captured from the real route), without database, auth o
 It is what the same gunicorn and the same JSON encoding cost on their own, so the real route's
 requests/s over this one's is the share left after the app's own work.
 
-    gunicorn -k gthread -w 2 --threads 8 "bench.bare_status:create_app('status.json')"
+    gunicorn -k gevent --worker-connections 2000 -w 2 "bench.bare_status:create_app('status.json')"
 """
 
 import json
